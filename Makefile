@@ -1,0 +1,125 @@
+# zk-nalloc build. `make` builds everything, `make run` starts the daemon in
+# the foreground, `make test` runs every check suite, `make sanitize` runs them
+# again under AddressSanitizer and UBSan.
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR = $(PREFIX)/bin
+SBINDIR = $(PREFIX)/sbin
+LIBDIR = $(PREFIX)/lib
+INCLUDEDIR = $(PREFIX)/include
+MANDIR = $(PREFIX)/share/man
+VERSION = 0.1.0
+
+CC ?= cc
+B ?= build
+OPT ?= -O2 -g
+# Sanitizer builds go to their own tree so the two never mix objects.
+SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+# Dependencies are checked (and installed as root) before pkg-config runs.
+DEPS_OK := $(shell build-aux/ensure-deps.sh >&2 && echo yes)
+ifneq ($(DEPS_OK),yes)
+$(error missing build dependencies, see the message above)
+endif
+
+UV_CFLAGS := $(shell pkg-config --cflags libuv)
+UV_LIBS := $(shell pkg-config --libs libuv)
+JANSSON_CFLAGS := $(shell pkg-config --cflags jansson)
+JANSSON_LIBS := $(shell pkg-config --libs jansson)
+CHECK_CFLAGS := $(shell pkg-config --cflags check)
+CHECK_LIBS := $(shell pkg-config --libs check)
+
+WARN = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla
+BASE_CFLAGS = -std=c17 -D_GNU_SOURCE -DZKN_VERSION='"$(VERSION)"' $(WARN) $(OPT) -fPIC \
+	-fvisibility=hidden -Iproto -Iclient/include -pthread $(EXTRA_CFLAGS)
+LDFLAGS_ALL = -pthread $(EXTRA_LDFLAGS)
+
+PROTO_SRC = $(wildcard proto/*.c)
+DAEMON_SRC = $(wildcard daemon/*.c)
+CTL_SRC = $(wildcard ctl/*.c)
+CLIENT_SRC = $(wildcard client/*.c)
+TEST_SRC = $(wildcard tests/test_*.c)
+TEST_HELPER_SRC = $(filter-out $(TEST_SRC),$(wildcard tests/*.c))
+
+obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
+PROTO_OBJ = $(call obj,$(PROTO_SRC))
+DAEMON_OBJ = $(call obj,$(DAEMON_SRC))
+CTL_OBJ = $(call obj,$(CTL_SRC))
+CLIENT_OBJ = $(call obj,$(CLIENT_SRC))
+TEST_HELPER_OBJ = $(call obj,$(TEST_HELPER_SRC))
+TEST_BIN = $(patsubst tests/%.c,$(B)/tests/%,$(TEST_SRC))
+
+DAEMON = $(B)/zknallocd
+CTL = $(B)/zknallocctl
+LIB_SO = $(B)/libzknalloc.so
+LIB_A = $(B)/libzknalloc.a
+
+.PHONY: all run test sanitize install clean bench bench-quick demo check-tests
+all: $(DAEMON) $(CTL) $(LIB_SO) $(LIB_A)
+
+$(B)/obj/daemon/%.o: CFLAGS_EXTRA = $(UV_CFLAGS) $(JANSSON_CFLAGS) -Idaemon
+$(B)/obj/ctl/%.o: CFLAGS_EXTRA = $(JANSSON_CFLAGS)
+$(B)/obj/tests/%.o: CFLAGS_EXTRA = $(CHECK_CFLAGS) $(JANSSON_CFLAGS) -Itests -Iclient
+$(B)/obj/client/%.o: CFLAGS_EXTRA = -Iclient $(CLIENT_CFLAGS)
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(CFLAGS_EXTRA) -MMD -MP -c $< -o $@
+
+$(DAEMON): $(DAEMON_OBJ) $(PROTO_OBJ)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(UV_LIBS) $(JANSSON_LIBS)
+
+$(CTL): $(CTL_OBJ) $(PROTO_OBJ)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(JANSSON_LIBS)
+
+$(LIB_SO): $(CLIENT_OBJ) $(PROTO_OBJ)
+	$(CC) $(LDFLAGS_ALL) -shared -Wl,-soname,libzknalloc.so.0 -o $@ $^
+
+$(LIB_A): $(CLIENT_OBJ) $(PROTO_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# Client tests link the library they test; the others use the wire code only.
+$(B)/tests/test_client%: $(B)/obj/tests/test_client%.o $(TEST_HELPER_OBJ) $(LIB_SO)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_HELPER_OBJ) -L$(B) -lzknalloc -Wl,-rpath,'$$ORIGIN/..' $(CHECK_LIBS) $(JANSSON_LIBS)
+
+$(B)/tests/%: $(B)/obj/tests/%.o $(TEST_HELPER_OBJ) $(PROTO_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(CHECK_LIBS) $(JANSSON_LIBS)
+
+check-tests: all $(TEST_BIN)
+
+# Every suite runs against the binaries of the same build tree.
+test: check-tests
+	@ZKN_BUILD_DIR=$(abspath $(B)) build-aux/run-tests.sh $(TEST_BIN)
+
+# The drop-in malloc replacement cannot coexist with ASan's own malloc, so the
+# sanitized client exports only the zkn_* API (ZKN_NO_DROPIN).
+sanitize:
+	$(MAKE) B=build-san OPT='-O1 -g' EXTRA_CFLAGS='$(SAN_FLAGS)' EXTRA_LDFLAGS='$(SAN_FLAGS)' \
+		CLIENT_CFLAGS=-DZKN_NO_DROPIN test
+
+run: all
+	exec ./$(DAEMON) $(ARGS)
+
+install: all
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
+	install -m 0755 $(DAEMON) $(DESTDIR)$(SBINDIR)/zknallocd
+	install -m 0755 $(CTL) $(DESTDIR)$(BINDIR)/zknallocctl
+	install -m 0755 $(LIB_SO) $(DESTDIR)$(LIBDIR)/libzknalloc.so.0
+	ln -sf libzknalloc.so.0 $(DESTDIR)$(LIBDIR)/libzknalloc.so
+	install -m 0644 $(LIB_A) $(DESTDIR)$(LIBDIR)/libzknalloc.a
+	install -m 0644 client/include/zknalloc.h $(DESTDIR)$(INCLUDEDIR)/zknalloc.h
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' \
+		-e 's|@VERSION@|$(VERSION)|g' build-aux/zknalloc.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/zknalloc.pc
+	@if [ -d man ] && ls man/*.[0-9] >/dev/null 2>&1; then \
+		for m in man/*.[0-9]; do s=$${m##*.}; install -d $(DESTDIR)$(MANDIR)/man$$s; \
+		install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$$s/; done; fi
+	@if [ -f systemd/install.mk ]; then $(MAKE) -f systemd/install.mk DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' SBINDIR='$(SBINDIR)'; fi
+
+clean:
+	rm -rf build build-san
+
+-include $(wildcard bench/bench.mk)
+-include $(shell find $(B) -name '*.d' 2>/dev/null)
