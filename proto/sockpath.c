@@ -1,5 +1,4 @@
 /* Socket path resolution, shared so daemon and clients always agree. */
-#define _GNU_SOURCE
 #include "sockpath.h"
 
 #include <stdio.h>
