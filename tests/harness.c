@@ -1,0 +1,275 @@
+/* See harness.h. */
+#include "harness.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "wire.h"
+
+const char *zkn_test_build_path(const char *name)
+{
+    static char path[512];
+    const char *dir = getenv("ZKN_BUILD_DIR");
+    snprintf(path, sizeof path, "%s/%s", dir && *dir ? dir : "build", name);
+    return path;
+}
+
+int zkn_test_count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    if (!d)
+        return -1;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n - 3; /* ".", ".." and the DIR's own fd */
+}
+
+int zkn_test_connect(const char *path)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return -1;
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(s);
+        return -1;
+    }
+    return s;
+}
+
+int zkn_test_send(int sock, uint16_t type, uint32_t req, const void *payload, size_t len)
+{
+    char frame[ZKN_MAX_FRAME];
+    if (len > ZKN_MAX_PAYLOAD)
+        return -1;
+    zkn_hdr_init((struct zkn_hdr *)frame, type, (uint32_t)len, req);
+    if (len)
+        memcpy(frame + sizeof(struct zkn_hdr), payload, len);
+    return zkn_send_frame(sock, frame, sizeof(struct zkn_hdr) + len, NULL, 0) < 0 ? -1 : 0;
+}
+
+ssize_t zkn_test_recv(int sock, void *buf, size_t cap, int *fds, size_t *nfds, int timeout_ms)
+{
+    struct pollfd p = {.fd = sock, .events = POLLIN};
+    int dummy[ZKN_MAX_REGIONS_PER_REPLY];
+    size_t dn;
+    if (poll(&p, 1, timeout_ms) <= 0)
+        return -1;
+    ssize_t n = zkn_recv_frame(sock, buf, cap, fds ? fds : dummy, ZKN_MAX_REGIONS_PER_REPLY,
+                               nfds ? nfds : &dn, MSG_DONTWAIT);
+    if (!fds)
+        zkn_close_fds(dummy, dn);
+    return n < 0 ? -1 : n;
+}
+
+int zkn_test_hello(int sock, struct zkn_hello_ok *ok)
+{
+    struct zkn_hello h = {.min_version = ZKN_PROTO_MIN_VERSION, .max_version = ZKN_PROTO_VERSION};
+    char buf[ZKN_MAX_FRAME];
+    if (zkn_test_send(sock, ZKN_MSG_HELLO, 1, &h, sizeof h) < 0)
+        return -1;
+    ssize_t n = zkn_test_recv(sock, buf, sizeof buf, NULL, NULL, 5000);
+    struct zkn_hdr hdr;
+    if (n < (ssize_t)(sizeof hdr + sizeof *ok))
+        return -1;
+    memcpy(&hdr, buf, sizeof hdr);
+    if (hdr.type != ZKN_MSG_HELLO_OK)
+        return -1;
+    if (ok)
+        memcpy(ok, buf + sizeof hdr, sizeof *ok);
+    return 0;
+}
+
+static int error_code_of(const char *buf)
+{
+    struct zkn_error e;
+    memcpy(&e, buf + sizeof(struct zkn_hdr), sizeof e);
+    return -(int)e.code;
+}
+
+int zkn_test_lend(int sock, int cls, int count, uint32_t flags, struct zkn_region_desc *descs,
+                  int *fds)
+{
+    struct zkn_lend l = {.size_class = (uint16_t)cls, .count = (uint16_t)count, .flags = flags};
+    char buf[ZKN_MAX_FRAME];
+    size_t nfds = 0;
+    struct zkn_hdr hdr;
+    struct zkn_regions r;
+    if (zkn_test_send(sock, ZKN_MSG_LEND, 7, &l, sizeof l) < 0)
+        return -1000;
+    ssize_t n = zkn_test_recv(sock, buf, sizeof buf, fds, &nfds, 10000);
+    if (n < (ssize_t)sizeof hdr)
+        return -1000;
+    memcpy(&hdr, buf, sizeof hdr);
+    if (hdr.type == ZKN_MSG_ERROR)
+        return error_code_of(buf);
+    if (hdr.type != ZKN_MSG_REGIONS)
+        return -1000;
+    memcpy(&r, buf + sizeof hdr, sizeof r);
+    if (r.count != nfds || n != (ssize_t)(sizeof hdr + sizeof r + r.count * sizeof *descs))
+        return -1000;
+    memcpy(descs, buf + sizeof hdr + sizeof r, r.count * sizeof *descs);
+    return (int)r.count;
+}
+
+int zkn_test_return(int sock, const uint64_t *ids, uint32_t n)
+{
+    char payload[sizeof(struct zkn_return) + ZKN_MAX_RETURN_IDS * 8];
+    struct zkn_return r = {.count = n};
+    char buf[ZKN_MAX_FRAME];
+    struct zkn_hdr hdr;
+    if (n > ZKN_MAX_RETURN_IDS)
+        return -1000;
+    memcpy(payload, &r, sizeof r);
+    memcpy(payload + sizeof r, ids, n * 8u);
+    if (zkn_test_send(sock, ZKN_MSG_RETURN, 9, payload, sizeof r + n * 8u) < 0)
+        return -1000;
+    ssize_t len = zkn_test_recv(sock, buf, sizeof buf, NULL, NULL, 10000);
+    if (len < (ssize_t)sizeof hdr)
+        return -1000;
+    memcpy(&hdr, buf, sizeof hdr);
+    if (hdr.type == ZKN_MSG_ERROR)
+        return error_code_of(buf);
+    if (hdr.type != ZKN_MSG_RETURN_OK)
+        return -1000;
+    struct zkn_return_ok ok;
+    memcpy(&ok, buf + sizeof hdr, sizeof ok);
+    return (int)ok.count;
+}
+
+char *zkn_test_stats_json(const char *sock_path)
+{
+    int s = zkn_test_connect(sock_path);
+    char buf[ZKN_MAX_FRAME];
+    struct zkn_hdr hdr;
+    char *out = NULL;
+    if (s < 0)
+        return NULL;
+    if (zkn_test_hello(s, NULL) == 0 && zkn_test_send(s, ZKN_MSG_STATS, 3, NULL, 0) == 0) {
+        ssize_t n = zkn_test_recv(s, buf, sizeof buf, NULL, NULL, 5000);
+        if (n >= (ssize_t)sizeof hdr) {
+            memcpy(&hdr, buf, sizeof hdr);
+            if (hdr.type == ZKN_MSG_STATS_REPLY && (out = malloc(hdr.length + 1))) {
+                memcpy(out, buf + sizeof hdr, hdr.length);
+                out[hdr.length] = '\0';
+            }
+        }
+    }
+    close(s);
+    return out;
+}
+
+static int ping(const char *path)
+{
+    int s = zkn_test_connect(path);
+    char buf[64];
+    struct zkn_hdr hdr;
+    int ok = 0;
+    if (s < 0)
+        return 0;
+    if (zkn_test_send(s, ZKN_MSG_PING, 1, NULL, 0) == 0 &&
+        zkn_test_recv(s, buf, sizeof buf, NULL, NULL, 2000) >= (ssize_t)sizeof hdr) {
+        memcpy(&hdr, buf, sizeof hdr);
+        ok = hdr.type == ZKN_MSG_PONG;
+    }
+    close(s);
+    return ok;
+}
+
+int zkn_test_daemon_start_at(struct zkn_test_daemon *d, const char *sock,
+                             const char *const *extra_args)
+{
+    const char *argv[64];
+    int argc = 0;
+    char bin[512];
+    snprintf(bin, sizeof bin, "%s", zkn_test_build_path("zknallocd"));
+    snprintf(d->sock, sizeof d->sock, "%s", sock);
+    argv[argc++] = bin;
+    argv[argc++] = "--socket";
+    argv[argc++] = d->sock;
+    for (int i = 0; extra_args && extra_args[i] && argc < 62; i++)
+        argv[argc++] = extra_args[i];
+    argv[argc] = NULL;
+    setenv("ZK_NALLOC_SOCKET", d->sock, 1);
+
+    d->pid = fork();
+    if (d->pid < 0)
+        return -1;
+    if (d->pid == 0) {
+        if (!getenv("ZKN_TEST_DAEMON_VERBOSE")) {
+            /* Keep test output readable; warnings still reach stderr. */
+            setenv("ZKN_LOG_LEVEL", "warn", 0);
+        }
+        execv(bin, (char *const *)argv);
+        fprintf(stderr, "harness: exec %s: %s\n", bin, strerror(errno));
+        _exit(127);
+    }
+    for (int i = 0; i < 500; i++) {
+        if (ping(d->sock))
+            return 0;
+        int st;
+        if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+            fprintf(stderr, "harness: daemon exited early (status %d)\n", st);
+            d->pid = -1;
+            return -1;
+        }
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    fprintf(stderr, "harness: daemon did not answer on %s\n", d->sock);
+    zkn_test_daemon_kill(d);
+    return -1;
+}
+
+int zkn_test_daemon_start(struct zkn_test_daemon *d, const char *const *extra_args)
+{
+    char sock[192];
+    snprintf(d->dir, sizeof d->dir, "/tmp/zkn-test-XXXXXX");
+    if (!mkdtemp(d->dir))
+        return -1;
+    snprintf(sock, sizeof sock, "%s/zkn.sock", d->dir);
+    return zkn_test_daemon_start_at(d, sock, extra_args);
+}
+
+int zkn_test_daemon_stop(struct zkn_test_daemon *d)
+{
+    int st = -1;
+    if (d->pid <= 0)
+        return -1;
+    kill(d->pid, SIGTERM);
+    if (waitpid(d->pid, &st, 0) != d->pid)
+        st = -1;
+    d->pid = -1;
+    return st;
+}
+
+void zkn_test_daemon_kill(struct zkn_test_daemon *d)
+{
+    if (d->pid <= 0)
+        return;
+    kill(d->pid, SIGKILL);
+    waitpid(d->pid, NULL, 0);
+    d->pid = -1;
+}
+
+void zkn_test_daemon_cleanup(struct zkn_test_daemon *d)
+{
+    if (d->dir[0]) {
+        unlink(d->sock);
+        rmdir(d->dir);
+        d->dir[0] = '\0';
+    }
+}
