@@ -47,6 +47,7 @@ const char *zkn_backing_name(uint32_t backing)
     case ZKN_BACKING_TMPFS_HUGE: return "tmpfs-huge";
     case ZKN_BACKING_HUGETLB: return "hugetlb";
     case ZKN_BACKING_MEMFD_4K: return "memfd-4k";
+    case ZKN_BACKING_MEMFD_COLLAPSE: return "memfd-collapse";
     default: return "unknown";
     }
 }

@@ -77,7 +77,10 @@ enum zkn_backing {
     ZKN_BACKING_TMPFS_HUGE = 2,  /* O_TMPFILE on a huge=always tmpfs */
     ZKN_BACKING_HUGETLB = 3,     /* memfd with MFD_HUGETLB, reserved pages */
     ZKN_BACKING_MEMFD_4K = 4,    /* plain memfd, 4 KiB pages */
+    ZKN_BACKING_MEMFD_COLLAPSE = 5, /* memfd whose pages the daemon collapsed
+                                       into huge pages (MADV_COLLAPSE), shmem THP off */
 };
+/* Only ZKN_BACKING_MEMFD_4K lends regions without huge pages. */
 
 #define ZKN_LEND_ZEROED 1u /* every region must be all zero */
 struct zkn_lend {
