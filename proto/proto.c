@@ -36,6 +36,7 @@ const char *zkn_err_name(uint32_t code)
     case ZKN_E_UNKNOWN_ID: return "unknown_id";
     case ZKN_E_UNEXPECTED_FD: return "unexpected_fd";
     case ZKN_E_BUSY: return "busy";
+    case ZKN_E_DENIED: return "denied";
     default: return "unknown";
     }
 }

@@ -46,6 +46,7 @@ enum zkn_err_code {
     ZKN_E_UNKNOWN_ID = 8,    /* RETURN of an id this client does not hold */
     ZKN_E_UNEXPECTED_FD = 9, /* a client sent file descriptors */
     ZKN_E_BUSY = 10,         /* too many clients or requests in flight */
+    ZKN_E_DENIED = 11,       /* the request needs the daemon's uid or root */
 };
 
 /* All integers are in host byte order: both peers share one host. */

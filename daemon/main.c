@@ -1,0 +1,132 @@
+/* zknallocd: lends warm shared-memory regions to zk-nalloc clients. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "backing.h"
+#include "config.h"
+#include "log.h"
+#include "pool.h"
+#include "pressure.h"
+#include "server.h"
+#include "zkn_proto.h"
+
+#define DECAY_TICK_MS 10000
+
+struct daemon {
+    struct config cfg;
+    struct backing backing;
+    struct pool pool;
+    struct server server;
+    struct pressure pressure;
+    uv_loop_t loop;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t decay;
+    int stopping;
+};
+
+/* Every pooled region holds an fd: allow as many as the hard limit does. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            log_warn("setrlimit(RLIMIT_NOFILE): %s", strerror(errno));
+    }
+}
+
+static void on_decay(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+    uint64_t freed = pool_decay(&d->pool, d->cfg.idle_decay_s * 1000);
+    if (freed)
+        log_info("idle decay: %llu bytes unused for %llus released",
+                 (unsigned long long)freed, (unsigned long long)d->cfg.idle_decay_s);
+}
+
+static void close_handle(uv_handle_t *h)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void shutdown_daemon(struct daemon *d, const char *why)
+{
+    if (d->stopping)
+        return;
+    d->stopping = 1;
+    log_info("%s: shutting down", why);
+    server_stop(&d->server);
+    pool_shutdown(&d->pool);
+    pressure_stop(&d->pressure);
+    close_handle((uv_handle_t *)&d->sigterm);
+    close_handle((uv_handle_t *)&d->sigint);
+    close_handle((uv_handle_t *)&d->decay);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    shutdown_daemon(s->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+int main(int argc, char **argv)
+{
+    static struct daemon d;
+    int rc = config_load(&d.cfg, argc, argv);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    log_set_level((enum log_level)d.cfg.log_level);
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+
+    /* Before any thread exists: the backing may unshare the mount namespace. */
+    if (backing_init(&d.backing, &d.cfg) < 0)
+        return 1;
+    if (uv_loop_init(&d.loop) != 0 || pool_init(&d.pool, &d.loop, &d.cfg, &d.backing) < 0) {
+        log_error("cannot initialise the event loop");
+        return 1;
+    }
+    d.server.loop = &d.loop;
+    d.server.cfg = &d.cfg;
+    d.server.pool = &d.pool;
+    d.server.backing = &d.backing;
+    if (server_listen(&d.server, -1) < 0 || server_start(&d.server) < 0)
+        return 1;
+
+    uv_signal_init(&d.loop, &d.sigterm);
+    uv_signal_init(&d.loop, &d.sigint);
+    d.sigterm.data = d.sigint.data = &d;
+    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d.sigint, on_signal, SIGINT);
+    uv_timer_init(&d.loop, &d.decay);
+    d.decay.data = &d;
+    if (d.cfg.idle_decay_s > 0)
+        uv_timer_start(&d.decay, on_decay, DECAY_TICK_MS, DECAY_TICK_MS);
+    pressure_start(&d.pressure, &d.loop, &d.pool, &d.cfg);
+
+    for (int i = 0; i < d.cfg.nprewarm; i++)
+        pool_prewarm(&d.pool, d.cfg.prewarm[i].size_class, d.cfg.prewarm[i].count);
+
+    log_info("zknallocd %s (protocol %u) pid %d listening on %s", ZKN_VERSION, ZKN_PROTO_VERSION,
+             (int)getpid(), d.cfg.socket_path);
+    log_info("backing: %s: %s", zkn_backing_name(d.backing.kind), d.backing.detail);
+    log_info("caps: pool %llu bytes, per client %llu bytes / %u regions, %u connections",
+             (unsigned long long)d.cfg.pool_bytes, (unsigned long long)d.cfg.client_cap_bytes,
+             d.cfg.client_max_leases, d.cfg.max_clients);
+
+    uv_run(&d.loop, UV_RUN_DEFAULT);
+    /* Workers that were still running finished above; drain close callbacks. */
+    uv_run(&d.loop, UV_RUN_NOWAIT);
+    if (uv_loop_close(&d.loop) != 0)
+        log_debug("event loop closed with handles still open");
+    rtable_free(&d.pool.ids);
+    backing_close(&d.backing);
+    log_info("stopped");
+    return 0;
+}

@@ -1,0 +1,407 @@
+/* See pool.h. */
+#include "pool.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "zkn_proto.h"
+
+enum job_kind { JOB_ZERO, JOB_CREATE_LEND, JOB_CREATE_POOL };
+
+struct job {
+    uv_work_t req;
+    struct pool *pool;
+    enum job_kind kind;
+    struct region *r;
+    int size_class;
+    uid_t uid;
+    uint64_t id;
+    int err;
+    pool_created_fn done;
+    void *ctx;
+};
+
+uint64_t pool_now_ms(const struct pool *p) { return uv_now(p->loop); }
+
+int pool_init(struct pool *p, uv_loop_t *loop, const struct config *cfg,
+              const struct backing *b)
+{
+    uint32_t seed = 0;
+    memset(p, 0, sizeof *p);
+    p->loop = loop;
+    p->cfg = cfg;
+    p->backing = b;
+    /* Ids start at a random 32-bit epoch so a client holding ids from an
+     * earlier daemon instance cannot name a region of this one. */
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != sizeof seed)
+        seed = (uint32_t)getpid() ^ (uint32_t)time(NULL);
+    p->next_id = ((uint64_t)(seed | 1u) << 32) + 1;
+    return rtable_init(&p->ids);
+}
+
+static struct partition *partition_of(struct pool *p, uid_t uid, int create)
+{
+    struct partition *part;
+    for (part = p->parts; part; part = part->next)
+        if (part->uid == uid)
+            return part;
+    if (!create || !(part = calloc(1, sizeof *part)))
+        return NULL;
+    part->uid = uid;
+    part->next = p->parts;
+    p->parts = part;
+    return part;
+}
+
+static void destroy_region(struct pool *p, struct region *r)
+{
+    rtable_remove(&p->ids, r);
+    p->destroyed++;
+    region_destroy(r);
+}
+
+static struct region *take_from(struct pool *p, struct partition *part, int cls, int want_zero)
+{
+    struct region *r = NULL;
+    if (!part)
+        return NULL;
+    if (!want_zero)
+        r = rlist_pop(&part->dirty[cls]);
+    if (r) {
+        r->lent_clean = 0;
+    } else if ((r = rlist_pop(&part->clean[cls]))) {
+        r->lent_clean = 1;
+    }
+    if (r)
+        p->idle_bytes -= r->size;
+    return r;
+}
+
+static void mark_lent(struct pool *p, struct region *r, uid_t uid)
+{
+    if (r->state != REGION_CLEAN && r->state != REGION_DIRTY)
+        r->lent_clean = 1; /* just created: a new file reads as zeroes */
+    r->uid = uid;
+    r->state = REGION_LENT;
+    p->lent_bytes += r->size;
+    p->cls[r->size_class].lent++;
+}
+
+struct region *pool_take(struct pool *p, uid_t uid, int size_class, int want_zero)
+{
+    struct region *r = take_from(p, partition_of(p, uid, 0), size_class, want_zero);
+    if (!r)
+        r = take_from(p, partition_of(p, REGION_UNOWNED, 0), size_class, want_zero);
+    if (r) {
+        mark_lent(p, r, uid);
+        p->cls[size_class].hits++;
+    }
+    return r;
+}
+
+/* ---- worker jobs ---- */
+
+static void job_work(uv_work_t *req)
+{
+    struct job *j = req->data;
+    struct pool *p = j->pool;
+    if (j->kind == JOB_ZERO) {
+        j->err = backing_zero(p->backing, j->r->fd, j->r->map, j->r->size);
+        return;
+    }
+    j->r = region_create(p->backing, j->size_class, j->id);
+    if (!j->r) {
+        j->err = -errno;
+        return;
+    }
+    j->err = backing_warm(p->backing, j->r->fd, j->r->map, j->r->size);
+    if (j->err) {
+        region_destroy(j->r);
+        j->r = NULL;
+    }
+}
+
+static void schedule_zeroing(struct pool *p);
+
+static void pool_as_clean(struct pool *p, struct region *r)
+{
+    struct partition *part = p->shutting_down ? NULL : partition_of(p, r->uid, 1);
+    if (!part) {
+        destroy_region(p, r);
+        return;
+    }
+    r->state = REGION_CLEAN;
+    r->idle_since_ms = pool_now_ms(p);
+    rlist_push(&part->clean[r->size_class], r);
+    p->idle_bytes += r->size;
+}
+
+static void job_done(uv_work_t *req, int status)
+{
+    struct job *j = req->data;
+    struct pool *p = j->pool;
+    p->jobs_inflight--;
+    if (status == UV_ECANCELED && !j->err)
+        j->err = -ECANCELED;
+    switch (j->kind) {
+    case JOB_ZERO:
+        p->zero_inflight--;
+        p->busy_bytes -= j->r->size;
+        p->idle_bytes -= j->r->size;
+        if (j->err) {
+            log_warn("zeroing region %llu failed (%s): destroyed",
+                     (unsigned long long)j->r->id, strerror(-j->err));
+            destroy_region(p, j->r);
+        } else {
+            p->zeroed++;
+            pool_as_clean(p, j->r);
+        }
+        schedule_zeroing(p);
+        break;
+    case JOB_CREATE_POOL:
+        if (j->err) {
+            log_warn("prewarm of a %llu-byte region failed: %s",
+                     (unsigned long long)zkn_class_size(j->size_class), strerror(-j->err));
+            break;
+        }
+        p->created++;
+        if (rtable_insert(&p->ids, j->r) < 0) {
+            region_destroy(j->r);
+            break;
+        }
+        if (p->idle_bytes + j->r->size > p->cfg->pool_bytes) {
+            destroy_region(p, j->r);
+            break;
+        }
+        j->r->uid = REGION_UNOWNED;
+        pool_as_clean(p, j->r);
+        break;
+    case JOB_CREATE_LEND:
+        if (!j->err) {
+            p->created++;
+            if (rtable_insert(&p->ids, j->r) < 0) {
+                region_destroy(j->r);
+                j->r = NULL;
+                j->err = -ENOMEM;
+            } else {
+                mark_lent(p, j->r, j->uid);
+            }
+        }
+        j->done(j->ctx, j->err ? NULL : j->r, j->err);
+        break;
+    }
+    free(j);
+}
+
+static int submit(struct pool *p, struct job *j)
+{
+    j->pool = p;
+    j->req.data = j;
+    int rc = uv_queue_work(p->loop, &j->req, job_work, job_done);
+    if (rc == 0)
+        p->jobs_inflight++;
+    return rc;
+}
+
+static struct region *oldest_dirty(struct pool *p)
+{
+    struct region *best = NULL;
+    for (struct partition *part = p->parts; part; part = part->next)
+        for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
+            struct region *r = part->dirty[c].tail;
+            if (r && (!best || r->idle_since_ms < best->idle_since_ms))
+                best = r;
+        }
+    return best;
+}
+
+static void schedule_zeroing(struct pool *p)
+{
+    while (!p->shutting_down && p->zero_inflight < p->cfg->zero_workers) {
+        struct region *r = oldest_dirty(p);
+        if (!r)
+            return;
+        struct job *j = calloc(1, sizeof *j);
+        if (!j)
+            return; /* stays dirty; retried on the next give-back */
+        rlist_remove(&partition_of(p, r->uid, 0)->dirty[r->size_class], r);
+        r->state = REGION_BUSY;
+        j->kind = JOB_ZERO;
+        j->r = r;
+        if (submit(p, j) != 0) {
+            free(j);
+            r->state = REGION_DIRTY;
+            rlist_push(&partition_of(p, r->uid, 0)->dirty[r->size_class], r);
+            return;
+        }
+        p->zero_inflight++;
+        p->busy_bytes += r->size;
+    }
+}
+
+int pool_create_for_lend(struct pool *p, uid_t uid, int size_class, pool_created_fn done,
+                         void *ctx, struct region **out)
+{
+    uint64_t size = zkn_class_size(size_class);
+    uint64_t id = p->next_id++;
+    *out = NULL;
+    p->cls[size_class].misses++;
+    if (size >= ZKN_HUGE_PAGE_SIZE && p->backing->kind != ZKN_BACKING_MEMFD_4K) {
+        struct job *j = calloc(1, sizeof *j);
+        if (!j)
+            return -ENOMEM;
+        j->kind = JOB_CREATE_LEND;
+        j->size_class = size_class;
+        j->uid = uid;
+        j->id = id;
+        j->done = done;
+        j->ctx = ctx;
+        if (submit(p, j) != 0) {
+            free(j);
+            return -ENOMEM;
+        }
+        return 1;
+    }
+    struct region *r = region_create(p->backing, size_class, id);
+    if (!r)
+        return -errno;
+    p->created++;
+    if (rtable_insert(&p->ids, r) < 0) {
+        region_destroy(r);
+        return -ENOMEM;
+    }
+    mark_lent(p, r, uid);
+    *out = r;
+    return 0;
+}
+
+void pool_give_back(struct pool *p, struct region *r)
+{
+    p->lent_bytes -= r->size;
+    p->cls[r->size_class].lent--;
+    r->holder = NULL;
+    struct partition *part = p->shutting_down ? NULL : partition_of(p, r->uid, 1);
+    if (!part || p->idle_bytes + r->size > p->cfg->pool_bytes) {
+        destroy_region(p, r);
+        return;
+    }
+    r->state = REGION_DIRTY;
+    r->idle_since_ms = pool_now_ms(p);
+    rlist_push(&part->dirty[r->size_class], r);
+    p->idle_bytes += r->size;
+    schedule_zeroing(p);
+}
+
+void pool_prewarm(struct pool *p, int size_class, uint32_t count)
+{
+    uint64_t size = zkn_class_size(size_class), planned = p->idle_bytes;
+    for (uint32_t i = 0; i < count; i++) {
+        if (planned + size > p->cfg->pool_bytes) {
+            log_warn("prewarm: %u of %u regions of %llu bytes fit under the pool cap "
+                     "(--pool-bytes %llu)",
+                     i, count, (unsigned long long)size,
+                     (unsigned long long)p->cfg->pool_bytes);
+            return;
+        }
+        struct job *j = calloc(1, sizeof *j);
+        if (!j)
+            return;
+        j->kind = JOB_CREATE_POOL;
+        j->size_class = size_class;
+        j->id = p->next_id++;
+        if (submit(p, j) != 0) {
+            free(j);
+            return;
+        }
+        planned += size;
+    }
+}
+
+/* Destroys idle regions, oldest first across all lists, while drop() says
+ * so. Returns bytes freed. */
+static uint64_t shrink(struct pool *p, int (*drop)(struct pool *, struct region *, uint64_t),
+                       uint64_t arg)
+{
+    uint64_t freed = 0;
+    for (;;) {
+        struct region *victim = NULL;
+        struct region_list *from = NULL;
+        for (struct partition *part = p->parts; part; part = part->next)
+            for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
+                struct region_list *lists[2] = {&part->dirty[c], &part->clean[c]};
+                for (int k = 0; k < 2; k++) {
+                    struct region *r = lists[k]->tail;
+                    if (r && (!victim || r->idle_since_ms < victim->idle_since_ms)) {
+                        victim = r;
+                        from = lists[k];
+                    }
+                }
+            }
+        if (!victim || !drop(p, victim, arg))
+            return freed;
+        rlist_remove(from, victim);
+        p->idle_bytes -= victim->size;
+        freed += victim->size;
+        destroy_region(p, victim);
+    }
+}
+
+static int over_target(struct pool *p, struct region *r, uint64_t target)
+{
+    (void)r;
+    return p->idle_bytes > target;
+}
+
+static int stale(struct pool *p, struct region *r, uint64_t max_idle_ms)
+{
+    return pool_now_ms(p) - r->idle_since_ms > max_idle_ms;
+}
+
+uint64_t pool_trim(struct pool *p, uint64_t target)
+{
+    uint64_t freed = shrink(p, over_target, target);
+    p->trimmed_bytes += freed;
+    return freed;
+}
+
+uint64_t pool_decay(struct pool *p, uint64_t max_idle_ms)
+{
+    uint64_t freed = shrink(p, stale, max_idle_ms);
+    p->decayed += freed;
+    return freed;
+}
+
+static uint64_t sum_lists(const struct pool *p, int clean, int cls, int count)
+{
+    uint64_t total = 0;
+    for (struct partition *part = p->parts; part; part = part->next)
+        for (int c = cls < 0 ? 0 : cls; c < (cls < 0 ? ZKN_CLASS_COUNT : cls + 1); c++) {
+            const struct region_list *l = clean ? &part->clean[c] : &part->dirty[c];
+            total += count ? l->count : l->bytes;
+        }
+    return total;
+}
+
+uint64_t pool_clean_bytes(const struct pool *p) { return sum_lists(p, 1, -1, 0); }
+uint64_t pool_dirty_bytes(const struct pool *p) { return sum_lists(p, 0, -1, 0); }
+
+void pool_class_counts(const struct pool *p, int size_class, uint64_t *clean, uint64_t *dirty)
+{
+    *clean = sum_lists(p, 1, size_class, 1);
+    *dirty = sum_lists(p, 0, size_class, 1);
+}
+
+void pool_shutdown(struct pool *p)
+{
+    p->shutting_down = 1;
+    pool_trim(p, 0);
+    while (p->parts) {
+        struct partition *next = p->parts->next;
+        free(p->parts);
+        p->parts = next;
+    }
+}
