@@ -107,6 +107,9 @@ static void expect_in(const char *hay, const char *needle)
     ck_assert_msg(strstr(hay, needle), "expected '%s' in:\n%s", needle, hay);
 }
 
+/* One daemon for the real_daemon cases, started and stopped by check's
+ * parent process (an unchecked fixture), so a failed case in its forked child
+ * can never leave a daemon behind. */
 static struct zkn_test_daemon daemon_;
 
 static void start_daemon(void)
@@ -125,7 +128,6 @@ static void stop_daemon(void)
 
 START_TEST(ping_real)
 {
-    start_daemon();
     struct run *r = run_ctl("ping", NULL); /* socket from $ZK_NALLOC_SOCKET */
     expect_status(r, 0);
     expect_in(r->out, "PONG");
@@ -136,13 +138,11 @@ START_TEST(ping_real)
     expect_status(r, 0);
     r = run_ctl("ping", "--socket", daemon_.sock, NULL); /* options after the command too */
     expect_status(r, 0);
-    stop_daemon();
 }
 END_TEST
 
 START_TEST(stats_json_real)
 {
-    start_daemon();
     struct run *r = run_ctl("stats", "--json", NULL);
     expect_status(r, 0);
     json_error_t je;
@@ -153,7 +153,6 @@ START_TEST(stats_json_real)
     ck_assert(json_is_string(json_object_get(root, "version")));
     ck_assert(json_is_object(json_object_get(root, "pool")));
     json_decref(root);
-    stop_daemon();
 }
 END_TEST
 
@@ -170,7 +169,6 @@ static json_t *stats_direct(void)
 
 START_TEST(stats_table_real)
 {
-    start_daemon();
     json_t *root = stats_direct();
     const char *kind = json_string_value(json_object_get(json_object_get(root, "backing"), "kind"));
     ck_assert_ptr_nonnull(kind);
@@ -184,7 +182,6 @@ START_TEST(stats_table_real)
     expect_in(r->out, "CLASS");
     ck_assert_ptr_null(strstr(r->out, "(unprintable)"));
     json_decref(root);
-    stop_daemon();
 }
 END_TEST
 
@@ -203,7 +200,6 @@ START_TEST(trim_real)
     int fds[2];
     int cls = zkn_size_class(2u << 20);
 
-    start_daemon();
     /* Give the pool something to trim: lend two regions and hand them back. */
     int s = zkn_test_connect(daemon_.sock);
     ck_assert_int_ge(s, 0);
@@ -247,13 +243,11 @@ START_TEST(trim_real)
     r = run_ctl("trim", NULL);
     expect_status(r, 0);
     expect_in(r->out, "trimmed 0 B");
-    stop_daemon();
 }
 END_TEST
 
 START_TEST(watch_real)
 {
-    start_daemon();
     struct run *r = run_ctl("watch", "--interval", "0.05", "--count", "3", NULL);
     expect_status(r, 0);
     int n = 0;
@@ -274,13 +268,11 @@ START_TEST(watch_real)
         lines++;
     }
     ck_assert_int_eq(lines, 2);
-    stop_daemon();
 }
 END_TEST
 
 START_TEST(watch_ends_on_sigint)
 {
-    start_daemon();
     char bin[512];
     snprintf(bin, sizeof bin, "%s", zkn_test_build_path("zknallocctl"));
     int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
@@ -298,21 +290,23 @@ START_TEST(watch_ends_on_sigint)
     int st;
     ck_assert_int_eq(waitpid(p, &st, 0), p);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "watch status %d after SIGINT", st);
-    stop_daemon();
 }
 END_TEST
 
 START_TEST(version_real)
 {
-    start_daemon();
     struct run *r = run_ctl("version", NULL);
     expect_status(r, 0);
     expect_in(r->out, "zknallocctl " ZKN_VERSION);
     expect_in(r->out, "zknallocd ");
     expect_in(r->out, daemon_.sock);
-    stop_daemon();
+}
+END_TEST
+
+START_TEST(version_without_daemon)
+{
     /* Without a daemon: still 0, the tool's own version, and a note. */
-    r = run_ctl("--socket", "/nonexistent-zkn/x.sock", "version", NULL);
+    struct run *r = run_ctl("--socket", "/nonexistent-zkn/x.sock", "version", NULL);
     expect_status(r, 0);
     expect_in(r->out, "zknallocctl " ZKN_VERSION);
     expect_in(r->err, "/nonexistent-zkn/x.sock");
@@ -369,9 +363,11 @@ START_TEST(unreachable_permission)
         fprintf(stderr, "test_ctl: skipping the permission check (needs root to switch user)\n");
         return;
     }
-    start_daemon();
     /* Another user may reach the directory but not write to the socket:
      * the same as a prover outside group zknalloc. */
+    struct stat dir_st, sock_st;
+    ck_assert_int_eq(stat(daemon_.dir, &dir_st), 0);
+    ck_assert_int_eq(stat(daemon_.sock, &sock_st), 0);
     ck_assert_int_eq(chmod(daemon_.dir, 0755), 0);
     ck_assert_int_eq(chmod(daemon_.sock, 0600), 0);
     struct passwd *nobody = getpwnam("nobody");
@@ -380,7 +376,8 @@ START_TEST(unreachable_permission)
     expect_status(r, 2);
     expect_in(r->err, "permission denied");
     expect_in(r->err, daemon_.sock);
-    stop_daemon();
+    chmod(daemon_.sock, sock_st.st_mode & 07777);
+    chmod(daemon_.dir, dir_st.st_mode & 07777);
 }
 END_TEST
 
@@ -595,6 +592,7 @@ static Suite *ctl_suite(void)
     Suite *s = suite_create("zknallocctl");
     TCase *real = tcase_create("real_daemon");
     tcase_set_timeout(real, 30);
+    tcase_add_unchecked_fixture(real, start_daemon, stop_daemon);
     tcase_add_test(real, ping_real);
     tcase_add_test(real, stats_json_real);
     tcase_add_test(real, stats_table_real);
@@ -607,6 +605,7 @@ static Suite *ctl_suite(void)
     TCase *bad = tcase_create("failures");
     tcase_set_timeout(bad, 30);
     tcase_add_test(bad, unreachable_no_socket);
+    tcase_add_test(bad, version_without_daemon);
     tcase_add_test(bad, unreachable_stale_socket);
     tcase_add_test(bad, usage_errors);
     tcase_add_test(bad, missing_fields_print_as_dash);
