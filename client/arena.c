@@ -27,9 +27,18 @@
 #endif
 
 #ifdef ZKN_ARENA_ASAN
+#include <pthread.h>
 #include <sanitizer/asan_interface.h>
+/* Neighbouring allocations can share an 8-byte shadow granule, and
+ * unpoisoning is a read-modify-write of it: threads take turns. */
+static pthread_mutex_t asan_lock = PTHREAD_MUTEX_INITIALIZER;
 #define ARENA_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
-#define ARENA_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#define ARENA_UNPOISON(p, n)                                                                  \
+    do {                                                                                      \
+        pthread_mutex_lock(&asan_lock);                                                       \
+        ASAN_UNPOISON_MEMORY_REGION((p), (n));                                                \
+        pthread_mutex_unlock(&asan_lock);                                                     \
+    } while (0)
 #else
 #define ARENA_POISON(p, n) ((void)(p), (void)(n))
 #define ARENA_UNPOISON(p, n) ((void)(p), (void)(n))

@@ -98,11 +98,14 @@ ZKN_API void zkn_arena_reset(zkn_arena *arena);
 ZKN_API size_t zkn_arena_used(const zkn_arena *arena);
 ZKN_API size_t zkn_arena_capacity(const zkn_arena *arena);
 ZKN_API void zkn_arena_destroy(zkn_arena *arena);
-/* Typed array of n elements of `type`, or NULL (overflow of n*sizeof is refused). */
+/* Typed array of n elements of `type`, or NULL/ENOMEM (an n*sizeof that
+ * overflows becomes SIZE_MAX, which no arena holds). Evaluates n twice. */
 #define ZKN_ARENA_ARRAY(arena, type, n)                                                  \
-    ((type *)((size_t)(n) > SIZE_MAX / sizeof(type)                                      \
-                  ? NULL                                                                 \
-                  : zkn_arena_alloc((arena), (size_t)(n) * sizeof(type), _Alignof(type))))
+    ((type *)zkn_arena_alloc((arena),                                                    \
+                             (size_t)(n) > SIZE_MAX / sizeof(type)                       \
+                                 ? SIZE_MAX                                              \
+                                 : (size_t)(n) * sizeof(type),                           \
+                             _Alignof(type)))
 
 /* ---- SecretBuf: private inputs ---------------------------------------- */
 
