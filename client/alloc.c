@@ -1,0 +1,249 @@
+/* The public allocation functions. Small requests (under 64 KiB) go to the
+ * C library unchanged; large ones are served from a cache, then the daemon,
+ * then private memory, and only past the window (sizes over 16 GiB, huge
+ * alignments, no window at all) from the C library again. */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+#include "libc_alloc.h"
+#include "zkn_proto.h"
+
+#define SMALL_LIMIT ((size_t)ZKN_MIN_CLASS_SIZE) /* below this: glibc */
+/* A LEND batch never asks for more than this many bytes beyond the block
+ * wanted now, so extras cannot crowd the cache. */
+#define BATCH_BYTES ((uint64_t)64 << 20)
+
+/* Daemon misses per class so far: repeated misses ask for bigger batches. */
+static _Atomic uint32_t class_lends[ZKN_CLASS_COUNT];
+
+static void *libc_large(size_t size, size_t align, int zero)
+{
+    atomic_fetch_add_explicit(&zkn_ctr.libc_fallbacks, 1, memory_order_relaxed);
+    if (align > 16) {
+        void *p = zkn_libc_memalign(align, size);
+        if (p && zero)
+            memset(p, 0, size);
+        return p;
+    }
+    return zero ? zkn_libc_calloc(1, size) : zkn_libc_malloc(size);
+}
+
+static int batch_for(int c)
+{
+    uint32_t k = atomic_fetch_add_explicit(&class_lends[c], 1, memory_order_relaxed);
+    uint64_t size = zkn_win.cls[c].size;
+    uint64_t budget = zkn_cache_cap / 4 < BATCH_BYTES ? zkn_cache_cap / 4 : BATCH_BYTES;
+    uint64_t n = (uint64_t)1 << (k < 4 ? k : 4);
+    if (n > 1 && (n - 1) * size > budget)
+        n = 1 + budget / size;
+    return (int)(n > ZKN_MAX_REGIONS_PER_REPLY ? ZKN_MAX_REGIONS_PER_REPLY : n);
+}
+
+/* A region for a miss: daemon first (when it is the better source for this
+ * class), else private memory. State SLOT_BUSY; *clean when all zero. */
+static uint32_t miss(int c, int zero, int *clean)
+{
+    uint32_t got[ZKN_MAX_REGIONS_PER_REPLY];
+    if (zkn_daemon_preferred(c)) {
+        int n = zkn_daemon_lend(c, batch_for(c), zero, got);
+        if (n > 0) {
+            for (int i = 1; i < n; i++) {
+                atomic_store(&zkn_win.cls[c].slots[got[i]].state, SLOT_CACHED);
+                zkn_cache_put(c, got[i]);
+            }
+            *clean = (zkn_win.cls[c].slots[got[0]].flags & SLOT_F_CLEAN) != 0;
+            return got[0];
+        }
+        atomic_fetch_add_explicit(&zkn_ctr.fallbacks, 1, memory_order_relaxed);
+    }
+    *clean = 1;
+    return zkn_region_new_local(c);
+}
+
+static void *large_alloc(size_t size, size_t align, int zero)
+{
+    int c;
+    if (!zkn_init() || (c = zkn_class_for(size, align)) < 0)
+        return libc_large(size, align, zero);
+    uint8_t flags;
+    int clean;
+    uint32_t idx = zkn_cache_get(c, &flags);
+    if (idx != UINT32_MAX) {
+        atomic_fetch_add_explicit(&zkn_ctr.hits, 1, memory_order_relaxed);
+        clean = (flags & SLOT_F_CLEAN) != 0;
+    } else {
+        atomic_fetch_add_explicit(&zkn_ctr.misses, 1, memory_order_relaxed);
+        idx = miss(c, zero, &clean);
+        if (idx == UINT32_MAX)
+            return libc_large(size, align, zero); /* class full or out of mappings */
+    }
+    struct zkn_slot *s = &zkn_win.cls[c].slots[idx];
+    if (zero && !clean)
+        zkn_region_zero(c, idx);
+    s->flags &= (uint8_t)~SLOT_F_CLEAN; /* the program may write from now on */
+    atomic_store_explicit(&s->state, SLOT_LIVE, memory_order_release);
+    atomic_fetch_add_explicit(&zkn_ctr.bytes_live, zkn_win.cls[c].size, memory_order_relaxed);
+    return zkn_slot_addr(c, idx);
+}
+
+/* Checks that p starts a live block of class c; returns its slot. */
+static uint32_t live_slot(int c, const void *p, const char *fn)
+{
+    int exact;
+    uint32_t idx = zkn_slot_of(c, p, &exact);
+    if (idx == UINT32_MAX || !exact)
+        zkn_die_bad_pointer(fn, p, "invalid pointer (not the start of a block)");
+    if (atomic_load_explicit(&zkn_win.cls[c].slots[idx].state, memory_order_acquire) != SLOT_LIVE)
+        zkn_die_bad_pointer(fn, p, "double free or pointer to a block that is not live");
+    return idx;
+}
+
+static void large_free(int c, const void *p, const char *fn)
+{
+    int exact;
+    uint32_t idx = zkn_slot_of(c, p, &exact);
+    if (idx == UINT32_MAX || !exact)
+        zkn_die_bad_pointer(fn, p, "invalid pointer (not the start of a block)");
+    uint8_t expect = SLOT_LIVE;
+    /* The exchange makes two racing frees of one block fail loudly too. */
+    if (!atomic_compare_exchange_strong(&zkn_win.cls[c].slots[idx].state, &expect, SLOT_CACHED))
+        zkn_die_bad_pointer(fn, p, "double free or pointer to a block that is not live");
+    int saved = errno;
+    atomic_fetch_sub_explicit(&zkn_ctr.bytes_live, zkn_win.cls[c].size, memory_order_relaxed);
+    zkn_cache_put(c, idx);
+    errno = saved;
+}
+
+void *zkn_malloc(size_t size)
+{
+    if (size < SMALL_LIMIT)
+        return zkn_libc_malloc(size);
+    void *p = large_alloc(size, 0, 0);
+    if (!p)
+        errno = ENOMEM;
+    return p;
+}
+
+void *zkn_calloc(size_t n, size_t size)
+{
+    size_t total;
+    if (__builtin_mul_overflow(n, size, &total)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (total < SMALL_LIMIT)
+        return zkn_libc_calloc(n, size);
+    void *p = large_alloc(total, 0, 1);
+    if (!p)
+        errno = ENOMEM;
+    return p;
+}
+
+void *zkn_aligned_alloc(size_t alignment, size_t size)
+{
+    if (alignment == 0 || (alignment & (alignment - 1))) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (size < SMALL_LIMIT)
+        return zkn_libc_memalign(alignment, size);
+    void *p = large_alloc(size, alignment, 0);
+    if (!p)
+        errno = ENOMEM;
+    return p;
+}
+
+void zkn_free(void *ptr)
+{
+    if (!ptr)
+        return;
+    int c = zkn_ptr_class(ptr);
+    if (c < 0)
+        zkn_libc_free(ptr);
+    else
+        large_free(c, ptr, "free");
+}
+
+void zkn_free_sized(void *ptr, size_t size)
+{
+    if (!ptr)
+        return;
+    int c = zkn_ptr_class(ptr);
+    if (c < 0) {
+        zkn_libc_free(ptr);
+        return;
+    }
+    /* Our blocks are at least 64 KiB and at most their class; a realloc that
+     * shrank in place or an aligned request may sit in a bigger class. */
+    if (size < SMALL_LIMIT || size > zkn_win.cls[c].size)
+        zkn_die_bad_pointer("free_sized", ptr, "size does not match the block");
+    large_free(c, ptr, "free_sized");
+}
+
+size_t zkn_usable_size(const void *ptr)
+{
+    if (!ptr)
+        return 0;
+    int c = zkn_ptr_class(ptr);
+    if (c < 0)
+        return zkn_libc_usable_size((void *)ptr);
+    live_slot(c, ptr, "malloc_usable_size");
+    return (size_t)zkn_win.cls[c].size;
+}
+
+void *zkn_realloc(void *ptr, size_t size)
+{
+    if (!ptr)
+        return zkn_malloc(size);
+    int c = zkn_ptr_class(ptr);
+    if (c < 0) {
+        /* glibc's block: stays glibc's unless it grows into our classes. */
+        if (size < SMALL_LIMIT || !zkn_init() || zkn_class_for(size, 0) < 0)
+            return zkn_libc_realloc(ptr, size);
+        void *n = zkn_malloc(size);
+        if (!n)
+            return NULL;
+        size_t old = zkn_libc_usable_size(ptr);
+        memcpy(n, ptr, old < size ? old : size);
+        zkn_libc_free(ptr);
+        return n;
+    }
+    uint32_t idx = live_slot(c, ptr, "realloc");
+    uint64_t old = zkn_win.cls[c].size;
+    if (size == 0) { /* glibc's behaviour: free, return NULL */
+        large_free(c, ptr, "realloc");
+        return NULL;
+    }
+    int nc = size < SMALL_LIMIT ? -1 : zkn_class_for(size, 0);
+    /* Same class, or a shrink that keeps at least half: stay in place. */
+    if (nc == c || (nc >= 0 && nc < c && size >= old / 2))
+        return ptr;
+    if (nc > c) {
+        uint32_t nidx = zkn_region_move_grow(c, idx, nc);
+        if (nidx != UINT32_MAX) {
+            zkn_region_release(c, idx); /* the emptied old slot */
+            atomic_store_explicit(&zkn_win.cls[nc].slots[nidx].state, SLOT_LIVE,
+                                  memory_order_release);
+            atomic_fetch_add_explicit(&zkn_ctr.bytes_live, zkn_win.cls[nc].size - old,
+                                      memory_order_relaxed);
+            return zkn_slot_addr(nc, nidx);
+        }
+    }
+    void *n = zkn_malloc(size);
+    if (!n)
+        return NULL; /* the old block stays valid, as realloc promises */
+    memcpy(n, ptr, old < size ? old : size);
+    large_free(c, ptr, "realloc");
+    return n;
+}
+
+void zkn_soften_cache(void)
+{
+    zkn_cache_drain(1);
+}
+
+void zkn_release_cache(void)
+{
+    zkn_cache_drain(0);
+}

@@ -1,0 +1,156 @@
+/* The library as the process's allocator: malloc & co. exported with default
+ * visibility, so a program linked with -lzknalloc, or run with
+ * LD_PRELOAD=libzknalloc.so, uses them. Under ZKN_NO_DROPIN (sanitizer
+ * builds, where ASan owns malloc) only the zkn_* API exists. */
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "libc_alloc.h"
+
+#ifndef ZKN_NO_DROPIN
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* C23 names glibc 2.36 does not declare yet. */
+void free_sized(void *ptr, size_t size);
+void free_aligned_sized(void *ptr, size_t alignment, size_t size);
+
+/* glibc's own malloc_usable_size. glibc exports no __libc_ alias for it, so
+ * it is looked up once in libc.so.6 itself (never through the global scope,
+ * which would find ours). Done at load time, before any thread can race. */
+static size_t (*libc_usable)(void *);
+
+__attribute__((constructor)) static void resolve_libc_usable(void)
+{
+    void *h = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+    if (h) {
+        libc_usable = (size_t (*)(void *))dlsym(h, "malloc_usable_size");
+        dlclose(h);
+    }
+}
+
+size_t zkn_libc_usable_size(void *ptr)
+{
+    if (libc_usable)
+        return libc_usable(ptr);
+    /* Static link without dlopen: glibc's chunk header, as its musable()
+     * reads it (size word before the block; bit 1 = mmapped chunk). */
+    size_t head = ((size_t *)ptr)[-1];
+    size_t chunk = head & ~(size_t)7;
+    return (head & 2) ? chunk - 2 * sizeof(size_t) : chunk - sizeof(size_t);
+}
+
+EXPORT void *malloc(size_t size)
+{
+    return zkn_malloc(size);
+}
+
+EXPORT void free(void *ptr)
+{
+    zkn_free(ptr);
+}
+
+EXPORT void *calloc(size_t n, size_t size)
+{
+    return zkn_calloc(n, size);
+}
+
+EXPORT void *realloc(void *ptr, size_t size)
+{
+    return zkn_realloc(ptr, size);
+}
+
+EXPORT void *reallocarray(void *ptr, size_t n, size_t size)
+{
+    size_t total;
+    if (__builtin_mul_overflow(n, size, &total)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return zkn_realloc(ptr, total);
+}
+
+/* glibc's memalign rounds an alignment that is not a power of two up to one
+ * and refuses only the impossible; aligned_alloc behaves the same in 2.36. */
+static void *memalign_like(size_t align, size_t size)
+{
+    if (align > SIZE_MAX / 2 + 1) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (align < sizeof(void *))
+        align = sizeof(void *);
+    if (align & (align - 1)) {
+        size_t a = 1;
+        while (a < align)
+            a <<= 1;
+        align = a;
+    }
+    return zkn_aligned_alloc(align, size);
+}
+
+EXPORT int posix_memalign(void **memptr, size_t alignment, size_t size)
+{
+    if (alignment < sizeof(void *) || (alignment & (alignment - 1)))
+        return EINVAL;
+    int saved = errno;
+    void *p = zkn_aligned_alloc(alignment, size);
+    errno = saved; /* posix_memalign reports through its result only */
+    if (!p)
+        return ENOMEM;
+    *memptr = p;
+    return 0;
+}
+
+EXPORT void *aligned_alloc(size_t alignment, size_t size)
+{
+    return memalign_like(alignment, size);
+}
+
+EXPORT void *memalign(size_t alignment, size_t size)
+{
+    return memalign_like(alignment, size);
+}
+
+static size_t page_size(void)
+{
+    long ps = sysconf(_SC_PAGESIZE);
+    return ps > 0 ? (size_t)ps : 4096;
+}
+
+EXPORT void *valloc(size_t size)
+{
+    return memalign_like(page_size(), size);
+}
+
+EXPORT void *pvalloc(size_t size)
+{
+    size_t ps = page_size();
+    if (size > SIZE_MAX - ps) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size = size ? (size + ps - 1) & ~(ps - 1) : ps;
+    return memalign_like(ps, size);
+}
+
+EXPORT size_t malloc_usable_size(void *ptr)
+{
+    return zkn_usable_size(ptr);
+}
+
+EXPORT void free_sized(void *ptr, size_t size)
+{
+    zkn_free_sized(ptr, size);
+}
+
+EXPORT void free_aligned_sized(void *ptr, size_t alignment, size_t size)
+{
+    (void)alignment; /* the block's class already encodes the alignment it got */
+    zkn_free_sized(ptr, size);
+}
+
+#endif
