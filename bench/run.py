@@ -1,0 +1,1170 @@
+#!/usr/bin/env python3
+"""Benchmark driver for zk-nalloc (issue 5). Python 3 standard library only.
+
+    python3 bench/run.py full  [--build build] [--out bench/results] [--peers-only]
+    python3 bench/run.py quick [--build build] [--out bench/results/quick]
+    python3 bench/run.py demo  [--build build]
+
+Every measurement is its own process, with the allocator under test swapped in
+by LD_PRELOAD and checked by the program itself (it exits 3 when malloc does
+not come from the expected library). Each program also measures the physical
+floor: the same writes into memory that is already faulted in and kept.
+Results: results.md (tables), results.png (gnuplot chart), results.json (raw
+samples) and machine.txt in the output folder.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# ----------------------------------------------------------------- variants
+
+
+def find_lib(names):
+    """Path of the first shared library found among names (ldconfig, then the usual dirs)."""
+    try:
+        out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    except OSError:
+        out = ""
+    want_arch = "x86-64" if platform.machine() == "x86_64" else ""
+    for name in names:
+        for line in out.splitlines():
+            left, sep, path = line.strip().partition(" => ")
+            if sep and left.split(" ")[0] == name and want_arch in left and os.path.exists(path):
+                return path
+        for d in ("/usr/lib/%s-linux-gnu" % platform.machine(), "/usr/lib64", "/usr/lib"):
+            p = os.path.join(d, name)
+            if os.path.exists(p):
+                return p
+    return None
+
+
+class Variant:
+    def __init__(self, name, expect, lib, env=None, daemon=False, peer=True, thp=False):
+        self.name, self.expect, self.lib = name, expect, lib
+        self.env = env or {}
+        self.daemon, self.peer, self.thp = daemon, peer, thp
+        self.skip = None  # reason when it cannot run
+
+    def __repr__(self):
+        return self.name
+
+
+def make_variants(build, peers_only):
+    je = find_lib(["libjemalloc.so.2"])
+    mi = find_lib(["libmimalloc.so.2", "libmimalloc.so.2.0", "libmimalloc.so"])
+    tc = find_lib(["libtcmalloc_minimal.so.4", "libtcmalloc.so.4"])
+    zk = os.path.join(build, "libzknalloc.so")
+    zkd = os.path.join(build, "zknallocd")
+    vs = [
+        Variant("glibc", "glibc", None),
+        Variant("glibc+thp", "glibc", None, {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}, thp=True),
+        Variant("jemalloc", "jemalloc", je),
+        Variant("jemalloc+thp", "jemalloc", je, {"MALLOC_CONF": "thp:always"}, thp=True),
+        Variant("mimalloc", "mimalloc", mi),
+        Variant("mimalloc+thp", "mimalloc", mi, {"MIMALLOC_LARGE_OS_PAGES": "1"}, thp=True),
+        Variant("tcmalloc", "tcmalloc", tc),
+        Variant("zk-nalloc", "zknalloc", zk, peer=False),
+        Variant("zk-nalloc+daemon", "zknalloc", zk, daemon=True, peer=False),
+    ]
+    for v in vs:
+        if v.expect != "glibc" and (not v.lib or not os.path.exists(v.lib)):
+            v.skip = "not built" if not v.peer else "not installed (see bench/ensure-peers.sh)"
+        if not v.peer and peers_only:
+            v.skip = "skipped (--peers-only)"
+        if v.daemon and not v.skip and not os.access(zkd, os.X_OK):
+            v.skip = "not built (no %s)" % zkd
+    return vs
+
+
+# ------------------------------------------------------------------- daemon
+
+MAGIC = 0x314E4B5A
+T_HELLO, T_HELLO_OK, T_STATS, T_STATS_REPLY, T_ERROR, T_PING, T_PONG = 1, 2, 7, 8, 9, 12, 13
+
+
+def _frame(mtype, payload=b"", req=1):
+    return struct.pack("<IHHII", MAGIC, 1, mtype, len(payload), req) + payload
+
+
+def _connect(path, timeout=2.0):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(timeout)
+    s.connect(path)
+    return s
+
+
+def daemon_ping(path):
+    try:
+        with _connect(path, 0.5) as s:
+            s.send(_frame(T_PING))
+            r = s.recv(65536)
+            return len(r) >= 16 and struct.unpack("<IHHII", r[:16])[2] == T_PONG
+    except OSError:
+        return False
+
+
+def daemon_stats(path):
+    """The daemon's STATS reply as a dict, or None."""
+    try:
+        with _connect(path) as s:
+            s.send(_frame(T_HELLO, struct.pack("<HHI", 1, 1, 0)))
+            r = s.recv(65536)
+            if struct.unpack("<IHHII", r[:16])[2] != T_HELLO_OK:
+                return None
+            s.send(_frame(T_STATS, req=2))
+            r = s.recv(65536)
+            if struct.unpack("<IHHII", r[:16])[2] != T_STATS_REPLY:
+                return None
+            return json.loads(r[16:].decode("utf-8", "replace"))
+    except (OSError, ValueError, struct.error):
+        return None
+
+
+class Daemon:
+    """zknallocd on a temporary socket, stopped on exit whatever happens."""
+
+    def __init__(self, build, args, log_dir):
+        self.build, self.args = build, list(args)
+        self.dir = tempfile.mkdtemp(prefix="zkn-bench-")
+        self.sock = os.path.join(self.dir, "zknallocd.sock")
+        self.log_path = os.path.join(log_dir, "zknallocd.log")
+        self.proc = None
+        self.warmed = False
+        self.prewarm_bytes = 0
+        for i, a in enumerate(self.args):
+            if a == "--prewarm" and i + 1 < len(self.args):
+                size, count = self.args[i + 1].split("=")
+                self.prewarm_bytes += parse_size(size) * int(count)
+
+    def __enter__(self):
+        log = open(self.log_path, "ab")
+        log.write(("\n== %s zknallocd --socket %s %s\n" %
+                   (time.strftime("%H:%M:%S"), self.sock, " ".join(self.args))).encode())
+        log.flush()
+        self.proc = subprocess.Popen([os.path.join(self.build, "zknallocd"), "--socket", self.sock] +
+                                     self.args, stdout=log, stderr=log, env=clean_env({}))
+        log.close()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("zknallocd exited with %s; see %s" % (self.proc.returncode,
+                                                                          self.log_path))
+            if os.path.exists(self.sock) and daemon_ping(self.sock):
+                break
+            time.sleep(0.05)
+        else:
+            self.stop()
+            raise RuntimeError("zknallocd did not answer PING within 15 s; see %s" % self.log_path)
+        self.wait_warm()
+        self.warmed = True
+        return self
+
+    def wait_warm(self, timeout=30):
+        """Waits until the prewarmed regions are clean and nothing is being zeroed."""
+        deadline = time.monotonic() + timeout
+        want = self.prewarm_bytes
+        while time.monotonic() < deadline:
+            st = daemon_stats(self.sock)
+            if st is None:
+                time.sleep(0.2)
+                continue
+            pool = st.get("pool", {})
+            cap = st.get("caps", {}).get("pool_bytes", want)
+            if pool.get("clean_bytes", 0) >= min(want, cap) and not pool.get("zeroing", 0) \
+                    and not pool.get("dirty_bytes", 0):
+                return st
+            if self.warmed and not pool.get("zeroing", 0) and not pool.get("dirty_bytes", 0):
+                return st
+            time.sleep(0.1)
+        return None
+
+    def stats(self):
+        return daemon_stats(self.sock)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def parse_size(text):
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip()
+    if text and text[-1].upper() in mult:
+        return int(text[:-1]) * mult[text[-1].upper()]
+    return int(text)
+
+
+# ------------------------------------------------------------------ running
+
+SCRUB = ("LD_PRELOAD", "GLIBC_TUNABLES", "MALLOC_CONF", "ZK_NALLOC_SOCKET", "ZK_NALLOC_CACHE_BYTES",
+         "ZK_NALLOC_SHOW_STATS", "ZKB_EXPECT")
+
+
+def clean_env(extra):
+    env = {k: v for k, v in os.environ.items()
+           if k not in SCRUB and not k.startswith(("MIMALLOC_", "TCMALLOC_", "JE_", "MALLOC_"))}
+    env.update(extra)
+    return env
+
+
+class Runner:
+    def __init__(self, build, out, verbose=True):
+        self.build, self.out, self.verbose = build, out, verbose
+        self.results = []  # dicts: bench, case, variant, samples, floor, extra...
+        self.errors = []
+        self.nosock = os.path.join(tempfile.gettempdir(), "zkn-bench-no-daemon-%d.sock" % os.getpid())
+        self.daemon = None  # Daemon in force for +daemon variants
+        self.shared = None  # the running Daemon, if any
+        self.fresh_daemons = False
+        self.family_started = False  # a fresh daemon was started for this family
+
+    def daemon_for(self, fresh):
+        if self.shared and fresh and not self.family_started:
+            self.stop_daemon()
+        if self.shared is None:
+            self.shared = Daemon(self.build, DAEMON_ARGS, self.out).__enter__()
+            self.family_started = True
+        else:
+            self.shared.wait_warm()
+        return self.shared
+
+    def stop_daemon(self):
+        if self.shared:
+            self.daemon_stats_after = self.shared.stats()
+            self.shared.stop()
+            self.shared = None
+
+    def env_for(self, v):
+        e = {"ZKB_EXPECT": v.expect}
+        e.update(v.env)
+        if v.lib:
+            e["LD_PRELOAD"] = os.path.abspath(v.lib)
+        if v.expect == "zknalloc" or v.daemon:
+            # Without a daemon: a socket path where nothing listens, so neither a
+            # system nor a per-user daemon is used by accident.
+            e["ZK_NALLOC_SOCKET"] = self.daemon.sock if (v.daemon and self.daemon) else self.nosock
+        return e
+
+    def run(self, v, prog, args, timeout=300, record=True, label=None):
+        """Runs one program under variant v; returns its parsed result lines."""
+        argv = [os.path.join(self.build, "bench", prog)] + [str(a) for a in args]
+        t0 = time.monotonic()
+        try:
+            p = subprocess.run(argv, env=clean_env(self.env_for(v)), capture_output=True, text=True,
+                               timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.fail(v, prog, args, "timed out after %d s" % timeout)
+            return []
+        wall = time.monotonic() - t0
+        err = p.stderr.strip()
+        if p.returncode != 0:
+            self.fail(v, prog, args, "exit %d: %s" % (p.returncode, err[-400:]))
+            return []
+        if "<jemalloc>" in err or "mimalloc: error" in err or "Invalid conf" in err:
+            self.fail(v, prog, args, "allocator rejected its settings: %s" % err[-300:])
+            return []
+        lines = []
+        for line in p.stdout.splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                d = json.loads(line)
+                d["variant"] = v.name
+                d["wall_s"] = wall
+                if label:
+                    d["case"] = label
+                lines.append(d)
+                if record:
+                    self.results.append(d)
+        return lines
+
+    def fail(self, v, prog, args, why):
+        msg = "%s: %s %s: %s" % (v.name, prog, " ".join(map(str, args)), why)
+        self.errors.append(msg)
+        print("  ! " + msg, file=sys.stderr)
+
+    def merge(self, rows):
+        """Concatenates the samples of several processes into one result."""
+        if not rows:
+            return None
+        first = dict(rows[0])
+        first["samples"] = [x for r in rows for x in r["samples"]]
+        if "floor" in first:
+            first["floor"] = [x for r in rows for x in r.get("floor", [])]
+        first["wall_samples"] = [r["wall_s"] for r in rows]
+        for k in ("live_anon_huge_kb", "live_shmem_pmd_kb", "live_file_pmd_kb", "live_rss_kb"):
+            if k in first:
+                first[k] = int(statistics.median(r.get(k, 0) for r in rows))
+        self.results.append(first)
+        return first
+
+
+# -------------------------------------------------------------------- plans
+
+PLANS = {
+    "full": {
+        "fft": [(8, 21, 3), (32, 11, 2), (128, 9, 2)],  # (MiB, reps, warmup)
+        "burst": (11, 2), "msm": (11, 2),
+        "contention": {"iters": 4, "reps": 5, "warm": 1},
+        "cold": {"runs": 5, "idle_runs": 2, "idle_gap": 3.0,
+                 "idle_variants": ["glibc", "tcmalloc", "zk-nalloc", "zk-nalloc+daemon"]},
+        "prover": [(16, 8, 3, 1), (18, 4, 3, 1), (20, 1, 3, 1), (22, 2, 1, 0)],
+        "small": (2000000, 5, 1),
+        "lend": [(2, 500, 50), (128, 200, 20)],
+        "variants": None,  # all
+    },
+    "quick": {
+        "fft": [(32, 7, 2), (128, 5, 1)],
+        "burst": (7, 1), "msm": (7, 1),
+        "contention": {"iters": 2, "reps": 3, "warm": 1, "threads": "nproc"},
+        "cold": {"runs": 2, "idle_runs": 1, "idle_gap": 2.0, "idle_variants": ["zk-nalloc+daemon"]},
+        "prover": [(18, 2, 2, 1)],
+        "small": (1000000, 3, 1),
+        "lend": [(128, 100, 10)],
+        "variants": ["glibc", "glibc+thp", "jemalloc", "mimalloc", "tcmalloc", "zk-nalloc",
+                     "zk-nalloc+daemon"],
+    },
+}
+
+# The pool cap is raised from its default (min(RAM/8, 1 GiB)) to 2 GiB so that the
+# prewarmed 1 GiB of 128 MiB regions does not fill it: at the cap, regions of
+# other classes are destroyed on RETURN and every LEND of them creates one anew.
+DAEMON_ARGS = ["--prewarm", "128M=8", "--pool-bytes", "2G"]
+
+
+def section(title):
+    print("\n== %s" % title, flush=True)
+
+
+def fmt_stat(xs, unit):
+    med = statistics.median(xs)
+    return "%s (%s-%s) %s" % (num(med), num(min(xs)), num(max(xs)), unit)
+
+
+def num(x):
+    if x == 0:
+        return "0"
+    if abs(x) >= 100:
+        return "%.0f" % x
+    if abs(x) >= 10:
+        return "%.1f" % x
+    if abs(x) >= 1:
+        return "%.2f" % x
+    return "%.3f" % x
+
+
+def progress(d):
+    if not d:
+        return
+    unit = d["unit"]
+    line = "  %-18s %-26s %s" % (d["variant"], d["case"], fmt_stat(d["samples"], unit))
+    if d.get("floor"):
+        line += "   floor %s" % fmt_stat(d["floor"], unit)
+    print(line, flush=True)
+
+
+def with_daemon_for(runner, v, fn):
+    """Runs fn() with the run's daemon when v needs one: a fresh, prewarmed one per
+    family when runner.fresh_daemons, else one shared by the whole run (waited on
+    until it has zeroed everything returned to it)."""
+    if not v.daemon:
+        return fn()
+    d = runner.daemon_for(runner.fresh_daemons)
+    runner.daemon = d
+    try:
+        return fn()
+    finally:
+        runner.daemon = None
+
+
+def bench_all(runner, variants, plan):
+    nproc = os.cpu_count() or 1
+    live = [v for v in variants if not v.skip]
+
+    def each(title, fn):
+        section(title)
+        runner.family_started = False
+        for v in variants:
+            if v.skip:
+                print("  %-18s %s" % (v.name, v.skip))
+        for v in live:
+            try:
+                with_daemon_for(runner, v, lambda: fn(v))
+            except RuntimeError as e:
+                runner.fail(v, title, [], str(e))
+
+    # Memory this VM has never touched can cost far more to fault the first
+    # time (the hypervisor backs it then); touch 2 GiB once so that no variant
+    # pays for being first.
+    section("warm-up: 2 GiB touched once by a throwaway process")
+    runner.run(live[0], "coldstart", [2048, 128], record=False)
+
+    def fft(v):
+        for mib, reps, warm in plan["fft"]:
+            r = runner.run(v, "zk_patterns", ["fft", mib, reps, warm])
+            progress(r[0] if r else None)
+    each("FFT loop: allocate N MiB, fill every byte, free (us per iteration)", fft)
+
+    def burst(v):
+        reps, warm = plan["burst"]
+        for pat in ("burst", "burst-nowrite"):
+            r = runner.run(v, "zk_patterns", [pat, reps, warm])
+            progress(r[0] if r else None)
+    each("phase burst: 8 x 16 MiB allocated (written or not), all freed (us per burst)", burst)
+
+    def msm(v):
+        reps, warm = plan["msm"]
+        r = runner.run(v, "zk_patterns", ["msm", reps, warm])
+        progress(r[0] if r else None)
+    each("MSM buckets: 16 x 6 MiB calloc, 1% of lines read-modify-written, freed (us)", msm)
+
+    c = plan["contention"]
+    threads = sorted({nproc} if c.get("threads") == "nproc" else {1, 2, nproc})
+
+    def contention(v):
+        for t in threads:
+            r = runner.run(v, "contention", [t, c["iters"], c["reps"], c["warm"]])
+            progress(r[0] if r else None)
+    each("contention: T threads loop alloc 64 MiB / write / free (aggregate GB/s)", contention)
+
+    cold = plan["cold"]
+
+    def coldstart(v):
+        rows = []
+        for _ in range(cold["runs"]):
+            rows += runner.run(v, "coldstart", [1024, 128], record=False)
+        progress(runner.merge(rows))
+        if v.name in cold["idle_variants"]:
+            rows = []
+            for _ in range(cold["idle_runs"]):
+                time.sleep(cold["idle_gap"])
+                rows += runner.run(v, "coldstart", [1024, 128], record=False,
+                                   label="cold start after %gs idle" % cold["idle_gap"])
+            progress(runner.merge(rows))
+    each("cold start: fresh process allocates + fills 1 GiB in 128 MiB buffers (ms), "
+         "runs back to back", coldstart)
+
+    floors_done = set()
+
+    def prover(v):
+        for logn, rounds, reps, warm in plan["prover"]:
+            floor = 0 if logn in floors_done else 1
+            r = runner.run(v, "prover", [logn, rounds, reps, warm, floor], timeout=600)
+            if r:
+                floors_done.add(logn)
+            progress(r[0] if r else None)
+    each("prover-shaped: Goldilocks NTT rounds with per-round buffers (ms per repetition)", prover)
+
+    ops, reps, warm = plan["small"]
+
+    def small(v):
+        r = runner.run(v, "small", [ops, reps, warm])
+        progress(r[0] if r else None)
+    each("small allocations < 64 KiB: malloc/free throughput (Mops/s)", small)
+
+    section("LEND round trip including the map (raw protocol, no allocator preloaded)")
+    dv = next((v for v in variants if v.daemon), None)
+    zkd = os.path.join(runner.build, "zknallocd")
+    why = None
+    if dv is None:
+        why = "no daemon variant in this run"
+    elif dv.skip and "peers-only" in dv.skip:
+        why = dv.skip
+    elif not os.access(zkd, os.X_OK):
+        why = "not built (no %s)" % zkd
+    if why:
+        print("  skipped: %s" % why)
+    else:
+        try:
+            runner.family_started = False
+            runner.daemon = runner.daemon_for(True)
+            raw = Variant("protocol", "", None, daemon=True, peer=False)
+            for mib, iters, touch in plan["lend"]:
+                for row in runner.run(raw, "lend_rtt", [mib, iters, touch]):
+                    s = sorted(row["samples"])
+                    print("  %-26s median %s us  p99 %s us  (n=%d, backing %s)" % (
+                        row["case"], num(statistics.median(s)), num(pctl(s, 99)), len(s),
+                        row.get("backing")), flush=True)
+            runner.daemon = None
+        except RuntimeError as e:
+            runner.fail(dv, "lend_rtt", [], str(e))
+    runner.stop_daemon()
+
+
+def pctl(sorted_xs, p):
+    if not sorted_xs:
+        return float("nan")
+    k = (len(sorted_xs) - 1) * p / 100.0
+    lo, hi = int(k), min(int(k) + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (k - lo)
+
+
+# ---------------------------------------------------------------- reporting
+
+def read(path, default=""):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return default
+
+
+def machine_info():
+    cpu = ""
+    for line in read("/proc/cpuinfo").splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = 0
+    for line in read("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    thp = "/sys/kernel/mm/transparent_hugepage/"
+    pkgs = ""
+    try:
+        pkgs = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}, ",
+                               "libc6", "libjemalloc2", "libmimalloc2.0", "libtcmalloc-minimal4"],
+                              capture_output=True, text=True).stdout.strip().rstrip(",")
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = ""
+    hyper = "yes" if "hypervisor" in read("/proc/cpuinfo") else "no"
+    return {
+        "cpu": cpu or platform.processor(),
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1048576, 1),
+        "kernel": platform.release(),
+        "virtualized": hyper,
+        "thp_enabled": read(thp + "enabled", "n/a"),
+        "thp_shmem_enabled": read(thp + "shmem_enabled", "n/a"),
+        "thp_defrag": read(thp + "defrag", "n/a"),
+        "hugetlb_pages": next((l.split()[1] for l in read("/proc/meminfo").splitlines()
+                               if l.startswith("HugePages_Total:")), "n/a"),
+        "packages": pkgs,
+        "commit": commit,
+        "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def ratio_to_floor(d):
+    """Slowdown against the floor: >1 means slower. Throughputs are inverted."""
+    if not d or not d.get("floor"):
+        return None
+    a, f = med(d["samples"]), med(d["floor"])
+    if d.get("higher_is_better"):
+        return f / a if a else None
+    return a / f if f else None
+
+
+def cell(d, with_ratio=True):
+    if not d:
+        return "—"
+    xs = d["samples"]
+    s = "%s (%s–%s)" % (num(med(xs)), num(min(xs)), num(max(xs)))
+    r = ratio_to_floor(d) if with_ratio else None
+    if r is not None:
+        s += " **%.2fx**" % r
+    return s
+
+
+def index(results):
+    by = {}
+    for d in results:
+        by[(d["case"], d["variant"])] = d
+    cases = []
+    for d in results:
+        if d["case"] not in cases:
+            cases.append(d["case"])
+    return by, cases
+
+
+def best_peer(by, case, variants, key=lambda d: med(d["samples"]), higher=False):
+    best = None
+    for v in variants:
+        d = by.get((case, v.name))
+        if v.peer and d:
+            if best is None or (key(d) > key(best) if higher else key(d) < key(best)):
+                best = d
+    return best
+
+
+def targets(by, cases, variants, runner):
+    """Rows (target, measured, verdict) for issue 5's targets."""
+    rows = []
+    zks = [v for v in variants if not v.peer and not v.skip]
+    if not zks:
+        return [("all zk-nalloc targets", "zk-nalloc " + next(
+            (v.skip for v in variants if not v.peer), "not built"), "not measured")]
+
+    def zk_rows(pred, title, limit):
+        for v in zks:
+            worst, parts = 0.0, []
+            for c in cases:
+                if not pred(c):
+                    continue
+                d = by.get((c, v.name))
+                r = ratio_to_floor(d)
+                if r is None:
+                    parts.append("%s: —" % c)
+                    worst = float("inf")
+                    continue
+                parts.append("%s %.2fx" % (c, r))
+                worst = max(worst, r)
+            if parts:
+                rows.append(("%s, %s: ≤ %.2fx floor" % (title, v.name, limit), "; ".join(parts),
+                             "met" if worst <= limit else "**not met**"))
+
+    zk_rows(lambda c: c.startswith("fft"), "FFT loop", 1.05)
+    zk_rows(lambda c: c.startswith("burst "), "phase burst", 1.05)
+    zk_rows(lambda c: c.startswith("contention"), "contention", 1.05)
+    c = "msm 16x6 MiB calloc"
+    bp = best_peer(by, c, variants)
+    for v in zks:
+        d = by.get((c, v.name))
+        if d and bp:
+            r = med(d["samples"]) / med(bp["samples"])
+            rows.append(("MSM buckets, %s: ≤ 0.5x best peer" % v.name,
+                         "%s us vs %s %s us = %.2fx" % (num(med(d["samples"])), bp["variant"],
+                                                         num(med(bp["samples"])), r),
+                         "met" if r <= 0.5 else "**not met**"))
+    for c in [c for c in cases if c.startswith("cold start")]:
+        d = by.get((c, "zk-nalloc+daemon"))
+        bp = best_peer(by, c, variants)
+        if d:
+            r = ratio_to_floor(d)
+            vs = (", best peer %s %s ms (%.1fx slower than zk)" %
+                  (bp["variant"], num(med(bp["samples"])), med(bp["samples"]) / med(d["samples"]))
+                  if bp else "")
+            rows.append(("%s, zk-nalloc+daemon: ≤ 1.30x floor" % c,
+                         "%s ms = %.2fx floor%s" % (num(med(d["samples"])), r, vs),
+                         "met" if r is not None and r <= 1.3 else "**not met**"))
+    pcases = [c for c in cases if c.startswith("prover")]
+    cap = 1 << 30
+    for v in zks:
+        parts, ok, rss_parts, rss_ok = [], True, [], True
+        for c in pcases:
+            d, bp = by.get((c, v.name)), best_peer(by, c, variants)
+            if not d or not bp:
+                continue
+            m, bm = med(d["samples"]), med(bp["samples"])
+            # "beyond noise": slower than the best peer's slowest repetition and by more than 3%
+            slower = m > max(bp["samples"]) and m > 1.03 * bm
+            ok &= not slower
+            parts.append("%s %.2fx" % (c.replace("prover NTT ", ""), m / bm))
+            g = by.get((c, "glibc"))
+            if g:
+                over = (d["maxrss_kb"] - g["maxrss_kb"]) * 1024
+                rss_ok &= over <= cap
+                rss_parts.append("%s %+d MiB" % (c.replace("prover NTT ", ""), over >> 20))
+        if parts:
+            rows.append(("prover, %s: no slower than best peer beyond noise" % v.name,
+                         "time ÷ best peer: " + ", ".join(parts), "met" if ok else "**not met**"))
+            rows.append(("prover, %s: peak RSS over glibc ≤ cache cap (1 GiB)" % v.name,
+                         ", ".join(rss_parts), "met" if rss_ok else "**not met**"))
+    c = "small allocs <64 KiB"
+    g = by.get((c, "glibc"))
+    for v in zks:
+        d = by.get((c, v.name))
+        if d and g:
+            r = med(d["samples"]) / med(g["samples"])
+            rows.append(("small allocs, %s: ≥ 0.90x glibc throughput" % v.name,
+                         "%s vs %s Mops/s = %.2fx" % (num(med(d["samples"])), num(med(g["samples"])), r),
+                         "met" if r >= 0.9 else "**not met**"))
+    lend = [d for d in runner.results if d["bench"] == "lend"]
+    for d in lend:
+        s = sorted(d["samples"])
+        rows.append(("%s: median and p99 reported" % d["case"],
+                     "median %s us, p99 %s us (n=%d, backing %s)" % (num(med(s)), num(pctl(s, 99)),
+                                                                     len(s), d.get("backing")),
+                     "reported"))
+    if not lend:
+        rows.append(("LEND round trip: median and p99", "daemon not built", "not measured"))
+    return rows
+
+
+def write_reports(runner, variants, mode, started, out):
+    os.makedirs(out, exist_ok=True)
+    m = machine_info()
+    by, cases = index(runner.results)
+    names = [v.name for v in variants]
+    L = []
+    L.append("# zk-nalloc benchmark results (`make %s`)" % ("bench" if mode == "full" else
+                                                            "bench-" + mode))
+    L.append("")
+    L.append("Measured %s in %.0f s, commit %s. Every figure is **median (min–max)** of the "
+             "repetitions of one run; **bold** is the ratio to the physical floor measured in the "
+             "same process: the same writes into memory that was faulted in once and kept "
+             "(1.00x = the floor; for GB/s, floor ÷ measured). These machines are noisy: compare "
+             "ratios, not absolute times across runs." % (m["date_utc"], time.time() - started,
+                                                          m["commit"] or "?"))
+    L.append("")
+    L.append("## Machine")
+    L.append("")
+    L.append("| | |")
+    L.append("|---|---|")
+    for k in ("cpu", "cores", "memory_gib", "kernel", "virtualized", "thp_enabled",
+              "thp_shmem_enabled", "thp_defrag", "hugetlb_pages", "packages"):
+        L.append("| %s | %s |" % (k, m[k]))
+    ds = getattr(runner, "daemon_stats_after", None)
+    if ds:
+        b = ds.get("backing", {})
+        L.append("| zknallocd backing | %s (%s), sealed: %s |" % (b.get("kind"), b.get("detail"),
+                                                                 b.get("sealed")))
+    L.append("")
+    L.append("Variants: peers at their defaults and with their own THP switch (glibc+thp: "
+             "`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, jemalloc+thp: `MALLOC_CONF=thp:always`, "
+             "mimalloc+thp: `MIMALLOC_LARGE_OS_PAGES=1`; tcmalloc has none); zk-nalloc preloaded "
+             "with no daemon reachable, and with a fresh zknallocd started with `%s` for each "
+             "family." % " ".join(DAEMON_ARGS))
+    skipped = [v for v in variants if v.skip]
+    if skipped:
+        L.append("")
+        L.append("Not run: " + "; ".join("%s (%s)" % (v.name, v.skip) for v in skipped) + ".")
+    L.append("")
+
+    ratio_cases = [c for c in cases if any(ratio_to_floor(by.get((c, n))) is not None for n in names)
+                   and not c.startswith("prover")]
+    L.append("## Summary: slowdown against the physical floor (1.00x = floor, lower is better)")
+    L.append("")
+    L.append("| case | floor | " + " | ".join(names) + " |")
+    L.append("|---" * (len(names) + 2) + "|")
+    for c in ratio_cases:
+        fl = [med(by[(c, n)]["floor"]) for n in names if (c, n) in by and by[(c, n)].get("floor")]
+        unit = next(by[(c, n)]["unit"] for n in names if (c, n) in by)
+        row = ["%s %s" % (num(med(fl)), unit) if fl else "—"]
+        for n in names:
+            r = ratio_to_floor(by.get((c, n)))
+            row.append("%.2fx" % r if r is not None else "—")
+        L.append("| %s | %s |" % (c, " | ".join(row)))
+    L.append("")
+
+    # Cases without a write floor: absolute figures, and the prover against its arena floor.
+    other = [c for c in cases if c not in ratio_cases and c.startswith(("burst-nowrite", "small", "prover"))]
+    if other:
+        L.append("## Summary: cases without a per-process floor")
+        L.append("")
+        L.append("burst-nowrite: µs per burst (no writes, so no floor). small: Mops/s (higher is "
+                 "better), in brackets ÷ glibc. prover: ms per repetition, in brackets ÷ the arena "
+                 "floor (same NTTs on buffers allocated once, measured once per size), then peak RSS.")
+        L.append("")
+        L.append("| case | floor | " + " | ".join(names) + " |")
+        L.append("|---" * (len(names) + 2) + "|")
+        for c in other:
+            fl = [med(d["floor"]) for d in runner.results if d["case"] == c and d.get("floor")]
+            g = by.get((c, "glibc"))
+            row = ["%s ms" % num(med(fl)) if fl else "—"]
+            for n in names:
+                d = by.get((c, n))
+                if not d:
+                    row.append("—")
+                    continue
+                x = med(d["samples"])
+                if c.startswith("small"):
+                    row.append("%s (%.2fx)" % (num(x), x / med(g["samples"])) if g else num(x))
+                elif c.startswith("prover"):
+                    row.append("%s (%.2fx) %d MiB" % (num(x), x / med(fl), d.get("maxrss_kb", 0) >> 10)
+                               if fl else num(x))
+                else:
+                    row.append(num(x))
+            L.append("| %s | %s |" % (c, " | ".join(row)))
+        L.append("")
+
+    L.append("## Targets (issue 5)")
+    L.append("")
+    L.append("| target | measured | verdict |")
+    L.append("|---|---|---|")
+    for t in targets(by, cases, variants, runner):
+        L.append("| %s | %s | %s |" % t)
+    L.append("")
+
+    L.append("## All figures")
+    L.append("")
+    L.append("Per case: median (min–max) in the unit shown, **ratio to floor**. Huge: share of the "
+             "live buffers mapped with 2 MiB pages while the last repetition held them "
+             "(anonymous THP, or PMD-mapped shared memory).")
+    for c in cases:
+        rows = [by.get((c, n)) for n in names]
+        if not any(rows):
+            continue
+        d0 = next(d for d in rows if d)
+        L.append("")
+        L.append("### %s (%s)" % (c, d0["unit"] + (", higher is better" if d0.get("higher_is_better")
+                                                    else ", lower is better")))
+        L.append("")
+        extra_cols = []
+        if any(d and "maxrss_kb" in d for d in rows):
+            extra_cols.append("peak RSS")
+        if any(d and "live_rss_kb" in d for d in rows):
+            extra_cols.append("huge")
+        if d0["bench"] == "coldstart":
+            extra_cols.append("process wall (ms)")
+        if d0["bench"] == "small":
+            extra_cols.append("vs glibc")
+        L.append("| allocator | measured | floor | " + " | ".join(extra_cols) + (" |" if extra_cols
+                                                                               else ""))
+        L.append("|---" * (3 + len(extra_cols)) + "|")
+        g = by.get((c, "glibc"))
+        for v in variants:
+            d = by.get((c, v.name))
+            if not d:
+                L.append("| %s | %s | | %s" % (v.name, v.skip or "failed (see log)",
+                                               "| " * len(extra_cols)))
+                continue
+            fl = ("%s (%s–%s)" % (num(med(d["floor"])), num(min(d["floor"])), num(max(d["floor"])))
+                  if d.get("floor") else "—")
+            row = [v.name, cell(d), fl]
+            for col in extra_cols:
+                if col == "peak RSS":
+                    row.append("%d MiB" % (d.get("maxrss_kb", 0) >> 10))
+                elif col == "huge":
+                    live = d.get("live_rss_kb", 0)
+                    huge = d.get("live_anon_huge_kb", 0) + d.get("live_shmem_pmd_kb", 0) + \
+                        d.get("live_file_pmd_kb", 0)
+                    row.append("%d%%" % (100 * huge / live) if live > 0 else "—")
+                elif col == "process wall (ms)":
+                    w = [x * 1000 for x in d.get("wall_samples", [])]
+                    row.append("%s (%s–%s)" % (num(med(w)), num(min(w)), num(max(w))) if w else "—")
+                elif col == "vs glibc":
+                    row.append("%.2fx" % (med(d["samples"]) / med(g["samples"])) if g else "—")
+            L.append("| " + " | ".join(row) + " |")
+    lend = [d for d in runner.results if d["bench"] == "lend"]
+    if lend:
+        L.append("")
+        L.append("### LEND round trip (raw protocol, one region per LEND, µs)")
+        L.append("")
+        L.append("| step | median | p99 | min–max | n |")
+        L.append("|---|---|---|---|---|")
+        for d in lend:
+            s = sorted(d["samples"])
+            L.append("| %s | %s | %s | %s–%s | %d |" % (d["case"], num(med(s)), num(pctl(s, 99)),
+                                                       num(s[0]), num(s[-1]), len(s)))
+        L.append("")
+        L.append("LEND+map: send LEND, receive REGIONS with the fd, map it MAP_SHARED at a 2 MiB "
+                 "aligned address, close the fd. populate: MADV_POPULATE_WRITE over the whole "
+                 "region right after (what touching it all costs in page tables). RETURN: unmap, "
+                 "send RETURN, receive RETURN_OK.")
+    if runner.errors:
+        L.append("")
+        L.append("## Failures")
+        L.append("")
+        for e in runner.errors:
+            L.append("- `%s`" % e.replace("`", "'").replace("\n", " ")[:500])
+    L.append("")
+    L.append("![chart](results.png)")
+    L.append("")
+    md = "\n".join(L)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(out, "machine.txt"), "w") as f:
+        for k, val in m.items():
+            f.write("%s: %s\n" % (k, val))
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"machine": m, "mode": mode, "results": runner.results, "errors": runner.errors,
+                   "daemon_stats": getattr(runner, "daemon_stats_after", None)}, f, indent=1)
+    chart(runner, variants, out, by, cases, ratio_cases)
+    return md
+
+
+def chart(runner, variants, out, by, cases, ratio_cases):
+    gp = shutil.which("gnuplot")
+    if not gp:
+        print("gnuplot not found: no chart (apt-get install gnuplot-nox)", file=sys.stderr)
+        return
+    names = [v.name for v in variants if not v.skip]
+    if not names:
+        return
+    short = {"fft 8 MiB": "FFT 8M", "fft 32 MiB": "FFT 32M", "fft 128 MiB": "FFT 128M",
+             "burst 8x16 MiB": "burst", "msm 16x6 MiB calloc": "MSM", "cold start 1 GiB": "cold start"}
+
+    def label(c):
+        if c in short:
+            return short[c]
+        return (c.replace("contention ", "contend ").replace(" threads", "T").replace(" thread", "T")
+                .replace("cold start after ", "cold+idle ").replace("prover NTT ", "NTT "))
+    top = os.path.join(out, "chart_top.dat")
+    with open(top, "w") as f:
+        for c in ratio_cases:
+            vals = []
+            for n in names:
+                r = ratio_to_floor(by.get((c, n)))
+                vals.append("%.4f" % r if r else "?")
+            f.write('"%s" %s\n' % (label(c), " ".join(vals)))
+    bottom = os.path.join(out, "chart_bottom.dat")
+    with open(bottom, "w") as f:
+        for c in cases:
+            if c.startswith("prover"):
+                fl = [med(d["floor"]) for d in runner.results if d["case"] == c and d.get("floor")]
+                vals = []
+                for n in names:
+                    d = by.get((c, n))
+                    vals.append("%.4f" % (med(d["samples"]) / med(fl)) if d and fl else "?")
+                f.write('"%s" %s\n' % (label(c), " ".join(vals)))
+        c = "small allocs <64 KiB"
+        g = by.get((c, "glibc"))
+        if g:
+            vals = []
+            for n in names:
+                d = by.get((c, n))
+                vals.append("%.4f" % (med(g["samples"]) / med(d["samples"])) if d else "?")
+            f.write('"small <64K (vs glibc)" %s\n' % " ".join(vals))
+    palette = {"glibc": "#444444", "glibc+thp": "#999999", "jemalloc": "#1f5fa8",
+               "jemalloc+thp": "#7fb0e6", "mimalloc": "#2e8b57", "mimalloc+thp": "#98d8a8",
+               "tcmalloc": "#8a5fb5", "zk-nalloc": "#e07b00", "zk-nalloc+daemon": "#d62728"}
+    plots = lambda dat: ", ".join(
+        "'%s' using %d:xtic(1) title '%s' lc rgb '%s'" % (dat, i + 2, n, palette.get(n, "#000000"))
+        for i, n in enumerate(names))
+    ntop = len(ratio_cases)
+    nbottom = sum(1 for _ in open(bottom))
+    script = """
+set terminal pngcairo size 1500,1000 font 'sans,11' noenhanced
+set output '%(png)s'
+set datafile missing '?'
+set style data histograms
+set style histogram clustered gap 1.5
+set style fill solid 0.9 border -1
+set boxwidth 0.9
+set key outside right top vertical
+set grid ytics
+set logscale y 2
+set arrow 1 from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb 'black' front
+set multiplot layout 2,1 title "zk-nalloc vs peers, time divided by a reference (1 = reference, log scale, lower is better)\\n%(machine)s"
+set title 'allocation patterns: time / physical floor (contention: floor GB/s / measured GB/s)'
+set ylabel 'x floor'
+set yrange [0.5:*]
+set xrange [-0.6:%(xt)f]
+plot %(top)s
+set title 'prover-shaped NTT: time / arena floor;  small allocations < 64 KiB: glibc throughput / throughput'
+set ylabel 'ratio'
+unset key
+set yrange [*:*]
+set xrange [-0.6:%(xb)f]
+plot %(bottom)s
+unset multiplot
+""" % {"png": os.path.join(out, "results.png"), "top": plots(top), "bottom": plots(bottom),
+       "xt": ntop - 0.4, "xb": nbottom - 0.4,
+       "machine": "%s, %s cores, kernel %s, THP anon %s, shmem %s" % (
+           machine_info()["cpu"], os.cpu_count(), platform.release(),
+           _sel(read("/sys/kernel/mm/transparent_hugepage/enabled")),
+           _sel(read("/sys/kernel/mm/transparent_hugepage/shmem_enabled")))}
+    gpf = os.path.join(out, "chart.gp")
+    with open(gpf, "w") as f:
+        f.write(script)
+    r = subprocess.run([gp, gpf], capture_output=True, text=True)
+    if r.returncode != 0:
+        print("gnuplot failed: %s" % r.stderr[-500:], file=sys.stderr)
+
+
+def _sel(text):
+    """The bracketed choice of a /sys THP setting."""
+    if "[" in text:
+        return text[text.index("[") + 1:text.index("]")]
+    return text or "n/a"
+
+
+def update_readme(md_path, readme):
+    """Puts the summary and targets of the latest full run into bench/README.md."""
+    if not os.path.exists(readme):
+        return
+    text = read(readme)
+    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+    if begin not in text or end not in text:
+        return
+    md = read(md_path)
+    keep = []
+    on = False
+    for line in md.splitlines():
+        if line.startswith("## Machine") or line.startswith("## Summary") or \
+                line.startswith("## Targets"):
+            on = True
+        elif line.startswith("## "):
+            on = False
+        if on:
+            keep.append(line.replace("## ", "### ", 1) if line.startswith("## ") else line)
+    block = "%s\n_Generated by `make bench`; full tables in [results/results.md](results/results.md)._\n\n%s\n\n![chart](results/results.png)\n%s" % (
+        begin, "\n".join(keep).strip(), end)
+    text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    with open(readme, "w") as f:
+        f.write(text + "\n")
+
+
+# --------------------------------------------------------------------- demo
+
+def demo(build):
+    zk = os.path.join(build, "libzknalloc.so")
+    zkd = os.path.join(build, "zknallocd")
+    if not (os.path.exists(zk) and os.access(zkd, os.X_OK)):
+        print("demo: zk-nalloc is not built (%s, %s); run `make` first." % (zk, zkd))
+        return 1
+    tmp = tempfile.mkdtemp(prefix="zkn-demo-")
+    runner = Runner(build, tmp)
+    glibc = Variant("glibc", "glibc", None)
+    zkv = Variant("zk-nalloc+daemon", "zknalloc", zk, daemon=True, peer=False)
+    say = lambda s="": print(s, flush=True)
+    say("zk-nalloc demo")
+    say("==============")
+    say("A prover frees and re-allocates huge buffers every round, and every new prover process")
+    say("starts cold: each page is faulted and zeroed by the kernel again. zknallocd keeps a warm")
+    say("pool of huge-page-backed regions and lends them to any process; libzknalloc, preloaded,")
+    say("serves malloc from them.")
+    say()
+    say("1. Starting a daemon on a temporary socket, with 8 warm 128 MiB regions (1 GiB):")
+    try:
+        with Daemon(build, DAEMON_ARGS, tmp) as d:
+            runner.daemon = d
+            say("   %s --socket %s %s" % (zkd, d.sock, " ".join(DAEMON_ARGS)))
+            st = d.stats() or {}
+            b = st.get("backing", {})
+            say("   backing: %s (%s)" % (b.get("kind", "?"), b.get("detail", "")))
+            say()
+            say("2. Cold start: a fresh process allocates and fills 1 GiB in 128 MiB buffers, 3 times each.")
+            res = {}
+            for v in (glibc, zkv):
+                rows = []
+                for _ in range(3):
+                    rows += runner.run(v, "coldstart", [1024, 128], record=False)
+                if rows:
+                    xs = [x for r in rows for x in r["samples"]]
+                    fl = [x for r in rows for x in r["floor"]]
+                    res[v.name] = med(xs)
+                    say("   %-17s %8s ms   (min %s, max %s; the same writes into resident memory: %s ms)"
+                        % (v.name, num(med(xs)), num(min(xs)), num(max(xs)), num(med(fl))))
+                    if v is glibc:
+                        say("   %-17s LD_PRELOAD=%s ZK_NALLOC_SOCKET=%s" % ("", zk, d.sock))
+            if len(res) == 2:
+                say("   => speed-up %.1fx" % (res["glibc"] / res["zk-nalloc+daemon"]))
+            say()
+            say("3. FFT loop: allocate 128 MiB, fill it, free it, 9 times in one process.")
+            res = {}
+            for v in (glibc, zkv):
+                r = runner.run(v, "zk_patterns", ["fft", 128, 9, 1], record=False)
+                if r:
+                    xs, fl = r[0]["samples"], r[0]["floor"]
+                    res[v.name] = med(xs)
+                    say("   %-17s %8s ms per iteration   (floor %s ms)" % (v.name, num(med(xs) / 1000),
+                                                                          num(med(fl) / 1000)))
+            if len(res) == 2:
+                say("   => speed-up %.1fx" % (res["glibc"] / res["zk-nalloc+daemon"]))
+            say()
+            say("4. The daemon's view (zknallocctl stats):")
+            ctl = os.path.join(build, "zknallocctl")
+            shown = False
+            if os.access(ctl, os.X_OK):
+                r = subprocess.run([ctl, "--socket", d.sock, "stats"], capture_output=True, text=True)
+                if r.returncode == 0 and r.stdout.strip():
+                    say("\n".join("   " + l for l in r.stdout.rstrip().splitlines()))
+                    shown = True
+            if not shown:
+                st = d.stats()
+                say("   " + (json.dumps({k: st.get(k) for k in ("backing", "pool", "totals")}, indent=1)
+                             .replace("\n", "\n   ") if st else "(no stats)"))
+            say()
+            say("5. Stopping the daemon.")
+            runner.daemon = None
+    except RuntimeError as e:
+        say("demo: %s" % e)
+        return 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    say("Done. `make bench` measures every pattern against glibc, jemalloc, mimalloc and tcmalloc.")
+    if runner.errors:
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["full", "quick", "demo", "report"])
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--peers-only", action="store_true")
+    ap.add_argument("--only", default=None, help="comma-separated variant names")
+    a = ap.parse_args()
+    build = os.path.abspath(a.build)
+    for prog in ("zk_patterns", "contention", "coldstart", "prover", "small", "lend_rtt"):
+        if not os.access(os.path.join(build, "bench", prog), os.X_OK):
+            print("bench: %s/bench/%s missing; run `make bench-build`" % (build, prog), file=sys.stderr)
+            return 2
+    if a.mode == "demo":
+        return demo(build)
+    if a.mode == "report":  # rewrite the tables and chart from results.json
+        out = os.path.abspath(a.out or os.path.join(ROOT, "bench", "results"))
+        with open(os.path.join(out, "results.json")) as f:
+            saved = json.load(f)
+        variants = make_variants(build, a.peers_only)
+        runner = Runner(build, out)
+        runner.results, runner.errors = saved["results"], saved["errors"]
+        runner.daemon_stats_after = saved.get("daemon_stats")
+        seen = {d["variant"] for d in runner.results}
+        for v in variants:
+            if v.name not in seen and not v.skip:
+                v.skip = "no results"
+        write_reports(runner, variants, saved["mode"], time.time(), out)
+        return 0
+    plan = PLANS[a.mode]
+    out = a.out or os.path.join(ROOT, "bench", "results", "" if a.mode == "full" else a.mode)
+    out = os.path.abspath(out)
+    os.makedirs(out, exist_ok=True)
+    variants = make_variants(build, a.peers_only)
+    if plan["variants"]:
+        variants = [v for v in variants if v.name in plan["variants"]]
+    if a.only:
+        keep = a.only.split(",")
+        variants = [v for v in variants if v.name in keep]
+    started = time.time()
+    m = machine_info()
+    print("zk-nalloc benchmarks (%s): %s, %s cores, kernel %s, THP anon [%s] shmem [%s]" % (
+        a.mode, m["cpu"], m["cores"], m["kernel"], _sel(m["thp_enabled"]),
+        _sel(m["thp_shmem_enabled"])))
+    for v in variants:
+        print("  %-18s %s" % (v.name, v.skip or ("LD_PRELOAD=%s" % v.lib if v.lib else "system malloc")
+                              + (" " + " ".join("%s=%s" % kv for kv in v.env.items()) if v.env else "")
+                              + (" + zknallocd %s" % " ".join(DAEMON_ARGS) if v.daemon else "")))
+    runner = Runner(build, out)
+    runner.fresh_daemons = a.mode == "full"
+    try:
+        bench_all(runner, variants, plan)
+    except KeyboardInterrupt:
+        print("interrupted; writing what was measured", file=sys.stderr)
+    finally:
+        runner.stop_daemon()
+    write_reports(runner, variants, a.mode, started, out)
+    if a.mode == "full" and not a.out:
+        update_readme(os.path.join(out, "results.md"), os.path.join(ROOT, "bench", "README.md"))
+    print("\nresults: %s/results.md, results.png, results.json (%.0f s)" % (out, time.time() - started))
+    if runner.errors:
+        print("%d run(s) failed; see the Failures section" % len(runner.errors), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
