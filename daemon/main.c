@@ -10,13 +10,16 @@
 
 #include "backing.h"
 #include "config.h"
+#include "fdstore.h"
 #include "log.h"
 #include "pool.h"
 #include "pressure.h"
+#include "sdnotify.h"
 #include "server.h"
 #include "zkn_proto.h"
 
 #define DECAY_TICK_MS 10000
+#define STATUS_TICK_MS 5000
 
 struct daemon {
     struct config cfg;
@@ -27,6 +30,7 @@ struct daemon {
     uv_loop_t loop;
     uv_signal_t sigterm, sigint;
     uv_timer_t decay;
+    uv_timer_t status;
     int stopping;
 };
 
@@ -50,6 +54,23 @@ static void on_decay(uv_timer_t *t)
                  (unsigned long long)freed, (unsigned long long)d->cfg.idle_decay_s);
 }
 
+/* One line for `systemctl status`: what the pool holds right now. */
+static void send_status(struct daemon *d, const char *prefix)
+{
+    const struct pool *p = &d->pool;
+    uint32_t clients = 0;
+    for (const struct proc *c = d->server.procs; c; c = c->next)
+        clients += !c->dead;
+    zkn_sd_notifyf("%sSTATUS=pool %llu MiB idle (%llu MiB clean), %llu MiB lent to %u clients, "
+                   "backing %s",
+                   prefix, (unsigned long long)(p->idle_bytes >> 20),
+                   (unsigned long long)(pool_clean_bytes(p) >> 20),
+                   (unsigned long long)(p->lent_bytes >> 20), clients,
+                   zkn_backing_name(d->backing.kind));
+}
+
+static void on_status(uv_timer_t *t) { send_status(t->data, ""); }
+
 static void close_handle(uv_handle_t *h)
 {
     if (!uv_is_closing(h))
@@ -62,12 +83,17 @@ static void shutdown_daemon(struct daemon *d, const char *why)
         return;
     d->stopping = 1;
     log_info("%s: shutting down", why);
+    zkn_sd_notify("STOPPING=1");
     server_stop(&d->server);
+    /* Leases died with their clients' connections above; what is idle now
+     * can outlive us in the service manager's fd store. */
+    fdstore_save(&d->pool);
     pool_shutdown(&d->pool);
     pressure_stop(&d->pressure);
     close_handle((uv_handle_t *)&d->sigterm);
     close_handle((uv_handle_t *)&d->sigint);
     close_handle((uv_handle_t *)&d->decay);
+    close_handle((uv_handle_t *)&d->status);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -96,7 +122,9 @@ int main(int argc, char **argv)
     d.server.cfg = &d.cfg;
     d.server.pool = &d.pool;
     d.server.backing = &d.backing;
-    if (server_listen(&d.server, -1) < 0 || server_start(&d.server) < 0)
+    int inherited_listener;
+    fdstore_restore(&d.pool, &inherited_listener);
+    if (server_listen(&d.server, inherited_listener) < 0 || server_start(&d.server) < 0)
         return 1;
 
     uv_signal_init(&d.loop, &d.sigterm);
@@ -119,6 +147,11 @@ int main(int argc, char **argv)
     log_info("caps: pool %llu bytes, per client %llu bytes / %u regions, %u connections",
              (unsigned long long)d.cfg.pool_bytes, (unsigned long long)d.cfg.client_cap_bytes,
              d.cfg.client_max_leases, d.cfg.max_clients);
+
+    uv_timer_init(&d.loop, &d.status);
+    d.status.data = &d;
+    uv_timer_start(&d.status, on_status, STATUS_TICK_MS, STATUS_TICK_MS);
+    send_status(&d, "READY=1\n");
 
     uv_run(&d.loop, UV_RUN_DEFAULT);
     /* Workers that were still running finished above; drain close callbacks. */

@@ -296,6 +296,37 @@ void pool_give_back(struct pool *p, struct region *r)
     schedule_zeroing(p);
 }
 
+int pool_adopt(struct pool *p, struct region *r, uid_t uid, int clean)
+{
+    struct partition *part = partition_of(p, uid, 1);
+    r->id = p->next_id++;
+    r->uid = uid;
+    if (!part || p->idle_bytes + r->size > p->cfg->pool_bytes || rtable_insert(&p->ids, r) < 0) {
+        region_destroy(r);
+        return -1;
+    }
+    p->restored++;
+    r->idle_since_ms = pool_now_ms(p);
+    r->state = clean ? REGION_CLEAN : REGION_DIRTY;
+    rlist_push(clean ? &part->clean[r->size_class] : &part->dirty[r->size_class], r);
+    p->idle_bytes += r->size;
+    if (!clean)
+        schedule_zeroing(p);
+    return 0;
+}
+
+void pool_for_each_idle(struct pool *p, void (*fn)(void *ctx, struct region *r, int clean),
+                        void *ctx)
+{
+    for (struct partition *part = p->parts; part; part = part->next)
+        for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
+            for (struct region *r = part->clean[c].head; r; r = r->next)
+                fn(ctx, r, 1);
+            for (struct region *r = part->dirty[c].head; r; r = r->next)
+                fn(ctx, r, 0);
+        }
+}
+
 void pool_prewarm(struct pool *p, int size_class, uint32_t count)
 {
     uint64_t size = zkn_class_size(size_class), planned = p->idle_bytes;

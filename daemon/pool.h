@@ -41,6 +41,7 @@ struct pool {
     uint32_t zero_inflight;
     uint32_t jobs_inflight; /* every worker job, for shutdown */
     uint64_t created, destroyed, zeroed, lends, returns, reclaimed, trimmed_bytes, decayed;
+    uint64_t restored, saved;
     uint64_t refusals[POOL_REFUSAL_SLOTS];
     const char *pressure_source; /* "psi", "simulated" or NULL (off) */
     uint64_t pressure_events, pressure_trimmed_bytes;
@@ -71,6 +72,15 @@ void pool_give_back(struct pool *p, struct region *r);
 
 /* Starts creating count warm, clean regions of the class for any uid. */
 void pool_prewarm(struct pool *p, int size_class, uint32_t count);
+
+/* Pools a region restored from an earlier daemon instance under a new id:
+ * clean ones as clean, others dirty (zeroed in the background). Past the pool
+ * cap it is destroyed. Returns 0 when pooled. */
+int pool_adopt(struct pool *p, struct region *r, uid_t uid, int clean);
+
+/* Calls fn for every idle region (clean or dirty), e.g. to save them. */
+void pool_for_each_idle(struct pool *p, void (*fn)(void *ctx, struct region *r, int clean),
+                        void *ctx);
 
 /* Destroys idle regions until the pool holds at most target bytes (regions
  * being zeroed are left alone). Returns the bytes freed. */

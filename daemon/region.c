@@ -78,39 +78,54 @@ static void *map_aligned(int fd, uint64_t size)
     return al;
 }
 
-struct region *region_create(const struct backing *b, int size_class, uint64_t id)
+struct region *region_from_fd(int fd, int size_class, uint64_t id)
 {
     uint64_t size = zkn_class_size(size_class);
-    char name[48];
     struct region *r = calloc(1, sizeof *r);
     if (!r || size == 0) {
         free(r);
         errno = ENOMEM;
         return NULL;
     }
-    snprintf(name, sizeof name, "zknalloc-class%d-%lluK", size_class,
-             (unsigned long long)(size >> 10));
-    r->fd = backing_new_file(b, size, name);
-    if (r->fd < 0) {
-        errno = -r->fd;
-        free(r);
-        return NULL;
-    }
-    r->map = map_aligned(r->fd, size);
+    r->map = map_aligned(fd, size);
     if (!r->map) {
         int e = errno;
-        close(r->fd);
         free(r);
         errno = e;
         return NULL;
     }
     /* Advice only: fails harmlessly where THP is off. */
     madvise(r->map, size, MADV_HUGEPAGE);
+    r->fd = fd;
     r->id = id;
     r->size = size;
     r->size_class = size_class;
     r->uid = REGION_UNOWNED;
     r->state = REGION_BUSY; /* neither pooled nor lent yet */
+    return r;
+}
+
+struct region *region_create(const struct backing *b, int size_class, uint64_t id)
+{
+    uint64_t size = zkn_class_size(size_class);
+    char name[48];
+    if (size == 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    snprintf(name, sizeof name, "zknalloc-class%d-%lluK", size_class,
+             (unsigned long long)(size >> 10));
+    int fd = backing_new_file(b, size, name);
+    if (fd < 0) {
+        errno = -fd;
+        return NULL;
+    }
+    struct region *r = region_from_fd(fd, size_class, id);
+    if (!r) {
+        int e = errno;
+        close(fd);
+        errno = e;
+    }
     return r;
 }
 

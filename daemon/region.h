@@ -47,6 +47,9 @@ struct region *rlist_pop_tail(struct region_list *l);
 /* Creates the file and the daemon's mapping (2 MiB aligned so huge pages
  * can map it). Nothing is resident yet. NULL with errno on failure. */
 struct region *region_create(const struct backing *b, int size_class, uint64_t id);
+/* The same around an existing file of exactly the class's size (a region
+ * handed back by the service manager's fd store); takes the fd. */
+struct region *region_from_fd(int fd, int size_class, uint64_t id);
 void region_destroy(struct region *r);
 
 /* id -> region, for RETURN. */

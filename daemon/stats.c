@@ -92,12 +92,13 @@ char *stats_json(const struct server *s, size_t max_len)
                       "zeroing", (int)p->zero_inflight, "regions", (json_int_t)p->ids.count));
         json_object_set_new(
             root, "totals",
-            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "created",
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "created",
                       (json_int_t)p->created, "destroyed", (json_int_t)p->destroyed, "zeroed",
                       (json_int_t)p->zeroed, "lends", (json_int_t)p->lends, "returns",
                       (json_int_t)p->returns, "reclaimed", (json_int_t)p->reclaimed,
                       "trimmed_bytes", (json_int_t)p->trimmed_bytes, "decayed_bytes",
-                      (json_int_t)p->decayed, "connections", (json_int_t)s->accepted));
+                      (json_int_t)p->decayed, "connections", (json_int_t)s->accepted, "restored",
+                      (json_int_t)p->restored, "saved", (json_int_t)p->saved));
         json_object_set_new(root, "refusals", refusals_json(p));
         json_object_set_new(root, "pressure",
                             json_pack("{s:s, s:I, s:I, s:I}", "source",
