@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -151,7 +152,12 @@ static int map_memfd_secret(struct zkn_secret *s)
     int e = errno;
     close(fd); /* the mapping keeps the file; nobody else can reach it now */
     if (p == MAP_FAILED) {
-        errno = e; /* EAGAIN when RLIMIT_MEMLOCK forbids it */
+        /* EAGAIN is RLIMIT_MEMLOCK refusing: say it as mlock(2) would. */
+        if (e == EAGAIN) {
+            struct rlimit rl;
+            e = getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur == 0 ? EPERM : ENOMEM;
+        }
+        errno = e;
         return -1;
     }
     /* Never into a child (see the top of the file); dumps are excluded by
@@ -237,6 +243,13 @@ zkn_secret *zkn_secret_new(size_t len)
     /* Bounded so that rounding and both guards cannot overflow. */
     if (len == 0 || len > (size_t)PTRDIFF_MAX - 3 * ps) {
         errno = EINVAL;
+        return NULL;
+    }
+    /* Locked memory beyond RAM can never be had; refuse before the kernel
+     * tries (root may lock without limit, and would meet the OOM killer). */
+    long phys = sysconf(_SC_PHYS_PAGES);
+    if (phys > 0 && len / ps >= (size_t)phys) {
+        errno = ENOMEM;
         return NULL;
     }
     pthread_once(&atfork_once, register_atfork);
