@@ -89,7 +89,8 @@ typedef struct zkn_arena zkn_arena;
 ZKN_API zkn_arena *zkn_arena_create(size_t capacity);
 /* Bump-allocates size bytes aligned to `align` (any power of two; 0 means
  * alignof(max_align_t)). NULL/ENOMEM when the arena is exhausted, EINVAL for
- * a bad alignment. Never overflows. */
+ * a bad alignment. Never overflows. Threads may allocate from one arena at
+ * once; reset and destroy must not race with allocation or use. */
 ZKN_API void *zkn_arena_alloc(zkn_arena *arena, size_t size, size_t align);
 /* Frees everything in O(1): every pointer from the arena is invalid after.
  * Sanitizer builds poison the memory so use-after-reset is caught. */
@@ -120,7 +121,22 @@ enum zkn_secret_backing {
  * sides, locked against swap, excluded from core dumps, wiped on fork in the
  * child, wiped on free. NULL with errno set (EPERM/ENOMEM when RLIMIT_MEMLOCK
  * forbids locking) rather than an unlocked buffer. It cannot protect copies
- * the caller makes (registers, stack, other buffers). */
+ * the caller makes (registers, stack, other buffers).
+ *
+ * Details: the data is zeroed, 64-byte aligned and ends within 63 bytes of
+ * the rear guard (at it when len is a multiple of 64), so overruns fault at
+ * once; underruns fault at once when len is a multiple of the page size.
+ * EINVAL for len 0 or near SIZE_MAX, ENOMEM for more than the machine's RAM.
+ * Backing: memfd_secret(2) where the kernel allows it (its pages also leave
+ * the kernel's direct map and cannot be read through /proc/PID/mem or
+ * ptrace), else private anonymous memory with mlock; zkn_secret_backing_of
+ * says which. ZK_NALLOC_SECRET_BACKING=mlock forces the latter,
+ * =memfd_secret refuses it. A fork() child sees zeros at the same address
+ * (locked again in the child, or PROT_NONE where it may not lock); a child
+ * made by a raw clone sees zeros (mlock) or faults (memfd_secret).
+ * Nor does it protect against: threads and vfork children (same address
+ * space), root or the kernel, hibernation images (mlock'd backing), or a
+ * caller that keeps using the data after zkn_secret_free. */
 ZKN_API zkn_secret *zkn_secret_new(size_t len);
 ZKN_API void *zkn_secret_data(zkn_secret *s);
 ZKN_API size_t zkn_secret_len(const zkn_secret *s);
