@@ -74,6 +74,7 @@ $(CTL): $(CTL_OBJ) $(PROTO_OBJ)
 
 $(LIB_SO): $(CLIENT_OBJ) $(PROTO_OBJ)
 	$(CC) $(LDFLAGS_ALL) -shared -Wl,-soname,libzknalloc.so.0 -o $@ $^
+	@ln -sf libzknalloc.so $(B)/libzknalloc.so.0 # what programs linked with -lzknalloc look for
 
 $(LIB_A): $(CLIENT_OBJ) $(PROTO_OBJ)
 	@rm -f $@

@@ -199,8 +199,12 @@ void *zkn_realloc(void *ptr, size_t size)
     int c = zkn_ptr_class(ptr);
     if (c < 0) {
         /* glibc's block: stays glibc's unless it grows into our classes. */
-        if (size < SMALL_LIMIT || !zkn_init() || zkn_class_for(size, 0) < 0)
+        if (size < SMALL_LIMIT)
             return zkn_libc_realloc(ptr, size);
+        if (!zkn_init() || zkn_class_for(size, 0) < 0) {
+            atomic_fetch_add_explicit(&zkn_ctr.libc_fallbacks, 1, memory_order_relaxed);
+            return zkn_libc_realloc(ptr, size);
+        }
         void *n = zkn_malloc(size);
         if (!n)
             return NULL;

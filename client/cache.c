@@ -177,9 +177,13 @@ uint32_t zkn_cache_get(int c, uint8_t *flags)
             }
         }
     }
-    if (idx == UINT32_MAX && atomic_load_explicit(&cls_stat[c].shared, memory_order_relaxed)) {
+    if (idx == UINT32_MAX) {
+        /* Shared list first; then another thread's cache, which beats any
+         * miss (regions are fungible, whoever freed them). */
         pthread_mutex_lock(&zkn_glock);
         idx = shared_pop_locked(c);
+        if (idx == UINT32_MAX)
+            idx = steal_locked(c);
         pthread_mutex_unlock(&zkn_glock);
     }
     if (idx == UINT32_MAX)
