@@ -80,6 +80,14 @@ static size_t page_size(void)
     return ps > 0 ? (size_t)ps : 4096;
 }
 
+/* mlock(2) by its system call: sanitizer runtimes replace the libc function
+ * with one that does nothing and reports success, which would hand out an
+ * unlocked buffer as locked. */
+static int lock_pages(void *p, size_t n)
+{
+    return (int)syscall(SYS_mlock, p, n);
+}
+
 static void atfork_prepare(void)
 {
     pthread_mutex_lock(&registry_lock);
@@ -114,7 +122,7 @@ static void atfork_child(void)
                 continue;
             }
         }
-        if (mlock(s->region, s->region_len) != 0) {
+        if (lock_pages(s->region, s->region_len) != 0) {
             /* Better a buffer that faults than one that may reach swap. */
             (void)mprotect(s->region, s->region_len, PROT_NONE);
             s->usable = 0;
@@ -191,7 +199,7 @@ static int map_private_locked(struct zkn_secret *s)
     if (madvise(s->region, s->region_len, MADV_WIPEONFORK) != 0 ||
         madvise(s->region, s->region_len, MADV_DONTDUMP) != 0)
         return -1;
-    if (mlock(s->region, s->region_len) != 0) {
+    if (lock_pages(s->region, s->region_len) != 0) {
         /* EPERM: no RLIMIT_MEMLOCK at all; ENOMEM: over it. EAGAIN means
          * part could not be locked: for the caller, not enough memory. */
         if (errno == EAGAIN)
