@@ -1,0 +1,412 @@
+/* libzknalloc against a real zknallocd on a temporary socket: regions lent
+ * and mapped, calloc on dirty shared regions, fork with shared regions, the
+ * cap returning regions, the daemon killed mid-run and a new one taking over. */
+#include <check.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "sizeclass.h"
+#include "zknalloc.h"
+
+#define KiB ((size_t)1 << 10)
+#define MiB ((size_t)1 << 20)
+
+static struct zkn_test_daemon daemon_;
+
+static void fill(void *p, size_t n, uint64_t seed)
+{
+    uint64_t *w = p;
+    for (size_t i = 0; i < n / 8; i++)
+        w[i] = seed ^ (i * 0x9e3779b97f4a7c15ull);
+}
+
+static int check_fill(const void *p, size_t n, uint64_t seed)
+{
+    const uint64_t *w = p;
+    for (size_t i = 0; i < n / 8; i++)
+        if (w[i] != (seed ^ (i * 0x9e3779b97f4a7c15ull)))
+            return 0;
+    return 1;
+}
+
+static int all_byte(const void *p, size_t n, unsigned char v)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        if (c[i] != v)
+            return 0;
+    return 1;
+}
+
+static struct zkn_stats stats(void)
+{
+    struct zkn_stats s;
+    ck_assert_int_eq(zkn_stats(&s), 0);
+    return s;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static void start_daemon(void)
+{
+    ck_assert_msg(zkn_test_daemon_start(&daemon_, NULL) == 0, "cannot start zknallocd (%s)",
+                  zkn_test_build_path("zknallocd"));
+}
+
+static void stop_daemon(void)
+{
+    if (daemon_.pid > 0)
+        zkn_test_daemon_stop(&daemon_);
+    zkn_test_daemon_cleanup(&daemon_);
+}
+
+START_TEST(large_blocks_come_from_the_daemon)
+{
+    char *p = zkn_malloc(8 * MiB);
+    ck_assert_ptr_nonnull(p);
+    struct zkn_stats s = stats();
+    ck_assert_uint_eq(s.daemon_connected, 1);
+    ck_assert_uint_ge(s.daemon_lends, 1);
+    ck_assert_uint_eq(s.bytes_leased, 8 * MiB);
+    ck_assert_uint_eq(s.fallbacks, 0);
+    fill(p, 8 * MiB, 1);
+    ck_assert(check_fill(p, 8 * MiB, 1));
+    zkn_free(p);
+    char *q = zkn_malloc(8 * MiB);
+    ck_assert_ptr_eq(q, p); /* cached, still leased */
+    ck_assert(check_fill(q, 8 * MiB, 1)); /* malloc, not calloc: same memory */
+    ck_assert_uint_eq(stats().hits, s.hits + 1);
+    zkn_free(q);
+    /* The daemon sees our lease. */
+    char *json = zkn_test_stats_json(daemon_.sock);
+    ck_assert_ptr_nonnull(json);
+    free(json);
+}
+END_TEST
+
+START_TEST(small_classes_are_lent_in_batches)
+{
+    /* Repeated misses of one class ask for several regions at once; the
+     * extras are cached, so later requests hit. */
+    void *p[40];
+    for (int i = 0; i < 40; i++) {
+        p[i] = zkn_malloc(200 * KiB);
+        ck_assert_ptr_nonnull(p[i]);
+        memset(p[i], i, 200 * KiB);
+    }
+    for (int i = 0; i < 40; i++) {
+        ck_assert(all_byte(p[i], 200 * KiB, (unsigned char)i));
+        zkn_free(p[i]);
+    }
+    /* Second round: the pool now has them; batches come back whole. */
+    zkn_release_cache();
+    struct zkn_stats before = stats();
+    for (int i = 0; i < 40; i++)
+        p[i] = zkn_malloc(200 * KiB);
+    struct zkn_stats after = stats();
+    ck_assert_uint_lt(after.daemon_lends - before.daemon_lends, 40);
+    ck_assert_uint_gt(after.hits, before.hits);
+    for (int i = 0; i < 40; i++)
+        zkn_free(p[i]);
+}
+END_TEST
+
+START_TEST(calloc_zero_on_daemon_regions)
+{
+    static const size_t sizes[] = {64 * KiB, 1 * MiB, 2 * MiB, 24 * MiB};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t n = sizes[i];
+        unsigned char *p = zkn_calloc(1, n); /* lent ZEROED */
+        ck_assert(all_byte(p, n, 0));
+        memset(p, 0xee, n);
+        zkn_free(p);
+        unsigned char *q = zkn_calloc(n, 1); /* the dirty shared region again */
+        ck_assert_ptr_eq(q, p);
+        ck_assert_msg(all_byte(q, n, 0), "calloc(%zu) on a dirty daemon region not zero", n);
+        zkn_free(q);
+    }
+    ck_assert_uint_gt(stats().bytes_leased, 0);
+}
+END_TEST
+
+/* Parent and child must not see each other's writes to a shared region. */
+static void fork_check(size_t n)
+{
+    unsigned char *p = zkn_malloc(n);
+    unsigned char *cached = zkn_malloc(n);
+    ck_assert_uint_ge(stats().bytes_leased, 2 * n);
+    memset(p, 'A', n);
+    memset(cached, 'K', n);
+    zkn_free(cached); /* a cached shared region at fork time */
+    int to_child[2], to_parent[2];
+    ck_assert_int_eq(pipe(to_child), 0);
+    ck_assert_int_eq(pipe(to_parent), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    char b;
+    if (pid == 0) {
+        int ok = read(to_child[0], &b, 1) == 1; /* the parent has written 'P' by now */
+        ok = ok && all_byte(p, n, 'A');
+        memset(p, 'C', n);
+        struct zkn_stats s;
+        zkn_stats(&s);
+        ok = ok && s.bytes_leased == 0 && s.daemon_connected == 0; /* nothing shared left */
+        unsigned char *q = zkn_malloc(n); /* the child's own, maybe from its own lease */
+        ok = ok && q != NULL;
+        memset(q, 'Q', n);
+        zkn_free(p);
+        ok = ok && write(to_parent[1], ok ? "y" : "n", 1) == 1;
+        _exit(ok ? 0 : 1);
+    }
+    memset(p, 'P', n);
+    ck_assert_int_eq(write(to_child[1], "x", 1), 1);
+    ck_assert_int_eq(read(to_parent[0], &b, 1), 1);
+    ck_assert_msg(all_byte(p, n, 'P'), "the child's writes reached the parent");
+    unsigned char *again = zkn_malloc(n); /* the parent's cached region is intact */
+    ck_assert_ptr_eq(again, cached);
+    ck_assert(all_byte(again, n, 'K'));
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child saw the parent's writes");
+    zkn_free(p);
+    zkn_free(again);
+    close(to_child[0]);
+    close(to_child[1]);
+    close(to_parent[0]);
+    close(to_parent[1]);
+}
+
+START_TEST(fork_makes_shared_regions_private)
+{
+    fork_check(256 * KiB);
+    fork_check(16 * MiB);
+    /* The parent still talks to its daemon after forking. */
+    void *x = zkn_malloc(40 * MiB);
+    ck_assert_uint_eq(stats().daemon_connected, 1);
+    zkn_free(x);
+}
+END_TEST
+
+static void *fork_writer(void *arg)
+{
+    volatile int *stop = arg;
+    unsigned char *p = zkn_malloc(4 * MiB);
+    while (!*stop) {
+        memset(p, 1, 4 * MiB);
+        void *q = zkn_malloc(3 * MiB);
+        zkn_free(q);
+    }
+    zkn_free(p);
+    return NULL;
+}
+
+START_TEST(fork_while_other_threads_allocate)
+{
+    volatile int stop = 0;
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, fork_writer, (void *)&stop);
+    for (int k = 0; k < 10; k++) {
+        unsigned char *p = zkn_malloc(2 * MiB);
+        memset(p, 'A', 2 * MiB);
+        pid_t pid = fork();
+        if (pid == 0) {
+            int ok = all_byte(p, 2 * MiB, 'A');
+            memset(p, 'C', 2 * MiB);
+            void *q = zkn_malloc(5 * MiB); /* no lock inherited held */
+            zkn_free(q);
+            _exit(ok ? 0 : 1);
+        }
+        memset(p, 'P', 2 * MiB);
+        int st;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        ck_assert(all_byte(p, 2 * MiB, 'P'));
+        zkn_free(p);
+    }
+    stop = 1;
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+}
+END_TEST
+
+START_TEST(daemon_killed_mid_run_then_replaced)
+{
+    enum { N = 12 };
+    void *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = zkn_malloc((size_t)(i + 1) * MiB);
+        fill(p[i], (size_t)(i + 1) * MiB, (uint64_t)i);
+    }
+    ck_assert_uint_eq(stats().daemon_connected, 1);
+    ck_assert_uint_gt(stats().bytes_leased, 0);
+    zkn_test_daemon_kill(&daemon_);
+    /* The regions of the dead daemon stay valid here. */
+    for (int i = 0; i < N; i++)
+        ck_assert(check_fill(p[i], (size_t)(i + 1) * MiB, (uint64_t)i));
+    /* New requests never fail; they are served privately. */
+    void *q[N];
+    for (int i = 0; i < N; i++) {
+        q[i] = zkn_malloc(50 * MiB + (size_t)i * 7 * MiB);
+        ck_assert_ptr_nonnull(q[i]);
+        fill(q[i], 4 * MiB, (uint64_t)i + 100);
+    }
+    struct zkn_stats s = stats();
+    ck_assert_uint_eq(s.daemon_connected, 0);
+    ck_assert_uint_gt(s.fallbacks, 0);
+    for (int i = 0; i < N; i++) {
+        ck_assert(check_fill(p[i], (size_t)(i + 1) * MiB, (uint64_t)i));
+        ck_assert(check_fill(q[i], 4 * MiB, (uint64_t)i + 100));
+        zkn_free(p[i]);
+        zkn_free(q[i]);
+    }
+    /* Old regions are unmapped, never returned to whoever answers next. */
+    zkn_release_cache();
+    s = stats();
+    ck_assert_uint_eq(s.bytes_leased, 0);
+    ck_assert_uint_eq(s.daemon_returns, 0);
+
+    /* A new daemon on the same path: the library reconnects after backoff. */
+    char path[sizeof daemon_.sock];
+    memcpy(path, daemon_.sock, sizeof path); /* start_at writes daemon_.sock */
+    ck_assert_int_eq(zkn_test_daemon_start_at(&daemon_, path, NULL), 0);
+    int connected = 0;
+    for (int tries = 0; tries < 40 && !connected; tries++) {
+        void *r = zkn_malloc(3 * MiB);
+        connected = stats().daemon_connected == 1;
+        zkn_free(r);
+        zkn_release_cache();
+        if (!connected)
+            sleep_ms(100);
+    }
+    ck_assert_msg(connected, "no reconnection within 4 s");
+    s = stats();
+    ck_assert_uint_eq(s.reconnects, 1);
+    void *r = zkn_malloc(6 * MiB);
+    fill(r, 6 * MiB, 77);
+    ck_assert_uint_ge(stats().bytes_leased, 6 * MiB);
+    ck_assert(check_fill(r, 6 * MiB, 77));
+    zkn_free(r);
+}
+END_TEST
+
+START_TEST(over_the_cap_regions_go_back)
+{
+    setenv("ZK_NALLOC_CACHE_BYTES", "8M", 1);
+    void *p[10];
+    for (int i = 0; i < 10; i++) {
+        p[i] = zkn_malloc(4 * MiB);
+        memset(p[i], i, 4 * MiB);
+    }
+    ck_assert_uint_eq(stats().bytes_leased, 40 * MiB);
+    for (int i = 0; i < 10; i++)
+        zkn_free(p[i]);
+    struct zkn_stats s = stats();
+    ck_assert_uint_eq(s.bytes_cached, 8 * MiB);
+    ck_assert_uint_eq(s.bytes_leased, 8 * MiB);
+    ck_assert_uint_eq(s.daemon_returns, 8);
+    zkn_release_cache();
+    s = stats();
+    ck_assert_uint_eq(s.bytes_leased, 0);
+    ck_assert_uint_eq(s.daemon_returns, 10);
+    /* The daemon took them back: they are lent again, warm. */
+    void *q = zkn_malloc(4 * MiB);
+    ck_assert_ptr_nonnull(q);
+    zkn_free(q);
+}
+END_TEST
+
+static void *churn(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    for (int it = 0; it < 150; it++) {
+        unsigned r = rand_r(&seed);
+        size_t n = 64 * KiB + r % (8 * MiB);
+        int zero = (r >> 4) & 1;
+        unsigned char *p = zero ? zkn_calloc(1, n) : zkn_malloc(n);
+        if (!p)
+            return (void *)1;
+        if (zero && !all_byte(p, n, 0))
+            return (void *)2;
+        fill(p, n, r);
+        if (!check_fill(p, n, r))
+            return (void *)3;
+        zkn_free(p);
+    }
+    return NULL;
+}
+
+START_TEST(threads_share_daemon_regions)
+{
+    enum { T = 6 };
+    pthread_t t[T];
+    for (int i = 0; i < T; i++)
+        pthread_create(&t[i], NULL, churn, (void *)(uintptr_t)(i + 1));
+    for (int i = 0; i < T; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        ck_assert_msg(r == NULL, "thread %d failed: %d", i, (int)(uintptr_t)r);
+    }
+    struct zkn_stats s = stats();
+    ck_assert_uint_eq(s.bytes_live, 0);
+    ck_assert_uint_gt(s.daemon_lends, 0);
+    ck_assert_uint_le(s.bytes_cached, s.cache_cap);
+}
+END_TEST
+
+START_TEST(no_fd_leaks_with_daemon)
+{
+    int before = zkn_test_count_fds();
+    for (int i = 0; i < 100; i++) {
+        void *p = zkn_malloc((size_t)(i % 9 + 1) * 700 * KiB);
+        zkn_free(p);
+        if (i % 10 == 0)
+            zkn_release_cache();
+    }
+    zkn_release_cache();
+    /* One socket, no region fds kept. */
+    ck_assert_int_eq(zkn_test_count_fds(), before + 1);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("client_daemon");
+    TCase *t = tcase_create("daemon");
+    tcase_add_checked_fixture(t, start_daemon, stop_daemon);
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, large_blocks_come_from_the_daemon);
+    tcase_add_test(t, small_classes_are_lent_in_batches);
+    tcase_add_test(t, calloc_zero_on_daemon_regions);
+    tcase_add_test(t, fork_makes_shared_regions_private);
+    tcase_add_test(t, fork_while_other_threads_allocate);
+    tcase_add_test(t, daemon_killed_mid_run_then_replaced);
+    tcase_add_test(t, over_the_cap_regions_go_back);
+    tcase_add_test(t, threads_share_daemon_regions);
+    tcase_add_test(t, no_fd_leaks_with_daemon);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
