@@ -130,10 +130,12 @@ enum zkn_secret_backing {
  * Backing: memfd_secret(2) where the kernel allows it (its pages also leave
  * the kernel's direct map and cannot be read through /proc/PID/mem or
  * ptrace), else private anonymous memory with mlock; zkn_secret_backing_of
- * says which. ZK_NALLOC_SECRET_BACKING=mlock forces the latter,
- * =memfd_secret refuses it. A fork() child sees zeros at the same address
- * (locked again in the child, or PROT_NONE where it may not lock); a child
- * made by a raw clone sees zeros (mlock) or faults (memfd_secret).
+ * says which. memfd_secret pages cannot be pinned (O_DIRECT, io_uring
+ * fixed buffers, GPU host registration); ZK_NALLOC_SECRET_BACKING=mlock
+ * forces the other backing, =memfd_secret refuses to fall back. A fork()
+ * child sees zeros at the same address (locked again in the child, or
+ * PROT_NONE where it may not lock); a child made by a raw clone sees zeros
+ * (mlock) or faults (memfd_secret).
  * Nor does it protect against: threads and vfork children (same address
  * space), root or the kernel, hibernation images (mlock'd backing), or a
  * caller that keeps using the data after zkn_secret_free. */
