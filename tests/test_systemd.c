@@ -413,6 +413,15 @@ static void wait_exit(pid_t p, int *st)
     ck_abort_msg("process %d did not exit within 5 s of SIGTERM", (int)p);
 }
 
+static int activation_log = -1;
+
+static const char *activation_output(void)
+{
+    static char buf[4096];
+    slurp(dup(activation_log), buf, sizeof buf);
+    return buf;
+}
+
 START_TEST(socket_activation_serves_clients)
 {
     SKIP_WITHOUT("systemd-socket-activate");
@@ -420,26 +429,33 @@ START_TEST(socket_activation_serves_clients)
     make_tmp();
     snprintf(sock, sizeof sock, "%s/zkn.sock", tmp_);
     snprintf(bin, sizeof bin, "%s", zkn_test_build_path("zknallocd"));
+    /* Its chatter (and the daemon's) is shown only when the case fails. */
+    int log = memfd_create("activate-log", MFD_CLOEXEC);
+    ck_assert_int_ge(log, 0);
     fflush(NULL);
     pid_t p = fork();
     ck_assert_int_ge(p, 0);
     if (p == 0) {
         /* Without --accept, systemd-socket-activate execs the daemon in its
-         * own process once a client connects: same pid, LISTEN_FDS=1. */
-        setenv("ZKN_LOG_LEVEL", "warn", 1);
+         * own process once a client connects: same pid, LISTEN_FDS=1. It
+         * passes on only the environment named with -E. */
+        dup2(log, 2);
         execlp("systemd-socket-activate", "systemd-socket-activate", "--seqpacket", "-l", sock,
-               bin, "--socket", sock, (char *)NULL);
+               "-E", "ZKN_LOG_LEVEL=warn", bin, "--socket", sock, (char *)NULL);
         _exit(127);
     }
+    activation_log = log;
     int s = -1;
     for (int i = 0; i < 500 && s < 0; i++) {
         s = zkn_test_connect(sock);
         if (s < 0)
             usleep(10000);
     }
-    ck_assert_msg(s >= 0, "systemd-socket-activate never listened on %s", sock);
+    ck_assert_msg(s >= 0, "systemd-socket-activate never listened on %s:\n%s", sock,
+                  activation_output());
     struct zkn_hello_ok ok;
-    ck_assert_msg(zkn_test_hello(s, &ok) == 0, "no HELLO_OK through the activated socket");
+    ck_assert_msg(zkn_test_hello(s, &ok) == 0, "no HELLO_OK through the activated socket:\n%s",
+                  activation_output());
     ck_assert_int_eq(ok.daemon_pid, p);
     close(s);
     char *json = zkn_test_stats_json(sock);
@@ -452,7 +468,9 @@ START_TEST(socket_activation_serves_clients)
     ck_assert_int_eq(kill(p, SIGTERM), 0);
     int st;
     wait_exit(p, &st);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "daemon exit status %d", st);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "daemon exit status %d:\n%s", st,
+                  activation_output());
+    close(activation_log);
     unlink(sock);
     rm_tmp();
 }
