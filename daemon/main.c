@@ -18,7 +18,8 @@
 #include "server.h"
 #include "zkn_proto.h"
 
-#define DECAY_TICK_MS 10000
+/* Decay is checked every 10 s, or twice per decay period when that is shorter. */
+#define DECAY_TICK_MAX_MS 10000
 #define STATUS_TICK_MS 5000
 
 struct daemon {
@@ -134,8 +135,12 @@ int main(int argc, char **argv)
     uv_signal_start(&d.sigint, on_signal, SIGINT);
     uv_timer_init(&d.loop, &d.decay);
     d.decay.data = &d;
-    if (d.cfg.idle_decay_s > 0)
-        uv_timer_start(&d.decay, on_decay, DECAY_TICK_MS, DECAY_TICK_MS);
+    if (d.cfg.idle_decay_s > 0) {
+        uint64_t tick = d.cfg.idle_decay_s * 500;
+        if (tick > DECAY_TICK_MAX_MS)
+            tick = DECAY_TICK_MAX_MS;
+        uv_timer_start(&d.decay, on_decay, tick, tick);
+    }
     pressure_start(&d.pressure, &d.loop, &d.pool, &d.cfg);
 
     for (int i = 0; i < d.cfg.nprewarm; i++)

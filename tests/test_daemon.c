@@ -167,6 +167,7 @@ START_TEST(warm_region_comes_back_resident)
     memset(p, 0xab, d.size);
     munmap(p, d.size);
     ck_assert_int_eq(zkn_test_return(s, &d.id, 1), 1);
+    wait_stat("pool", "zeroing", 0);
 
     ck_assert_int_eq(zkn_test_lend(s, cls, 1, 0, &d2, &fd), 1);
     ck_assert_uint_eq(d2.id, d.id); /* the same warm region, not a new one */
@@ -675,6 +676,21 @@ START_TEST(prewarm_trim_and_pressure)
 }
 END_TEST
 
+START_TEST(idle_pool_decays)
+{
+    zkn_test_daemon_stop(&daemon_);
+    zkn_test_daemon_cleanup(&daemon_);
+    const char *args[] = {"--prewarm", "64K=2", "--idle-decay", "1", NULL};
+    ck_assert_int_eq(zkn_test_daemon_start(&daemon_, args), 0);
+    /* Regions unused for a second go away on their own. */
+    wait_stat("totals", "decayed_bytes", 2 * 65536);
+    json_t *j = stats();
+    ck_assert_int_eq(stat_int(j, "pool", "idle_bytes"), 0);
+    ck_assert_int_eq(stat_int(j, "totals", "destroyed"), 2);
+    json_decref(j);
+}
+END_TEST
+
 START_TEST(uid_partition)
 {
     if (geteuid() != 0) {
@@ -804,6 +820,7 @@ static Suite *daemon_suite(void)
     tcase_add_test(tc, client_cap_refuses_clearly);
     tcase_add_test(tc, pool_cap_destroys_excess);
     tcase_add_test(tc, prewarm_trim_and_pressure);
+    tcase_add_test(tc, idle_pool_decays);
     tcase_add_test(tc, uid_partition);
     tcase_add_test(tc, second_daemon_refused_stale_socket_replaced);
     tcase_add_test(tc, cli_usage_errors);
