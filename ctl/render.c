@@ -5,6 +5,7 @@
 
 #include <inttypes.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MISSING "-"
 
@@ -243,10 +244,14 @@ static void render_clients(FILE *out, json_t *root)
     }
     json_array_foreach(cl, i, c) {
         json_t *conn = get(c, "connected", NULL);
-        fprintf(out, "%8s %8s %6s %8s %10s\n", num(get(c, "pid", NULL)),
+        uint64_t pid;
+        /* The tool's own session shows up too; say which line it is. */
+        int self = get_u64(get(c, "pid", NULL), &pid) && pid == (uint64_t)getpid();
+        fprintf(out, "%8s %8s %6s %8s %10s%s\n", num(get(c, "pid", NULL)),
                 num(get(c, "uid", NULL)),
                 json_is_boolean(conn) ? (json_is_true(conn) ? "yes" : "no") : MISSING,
-                num(get(c, "leases", NULL)), bytes(get(c, "bytes", NULL)));
+                num(get(c, "leases", NULL)), bytes(get(c, "bytes", NULL)),
+                self ? "  (this zknallocctl)" : "");
     }
     if (json_array_size(cl) == 0)
         fprintf(out, "  (no clients)\n");

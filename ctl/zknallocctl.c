@@ -57,7 +57,7 @@ static const char usage_text[] =
     "  3  protocol or daemon error: the daemon refused the request (ERROR\n"
     "     reply), answered something malformed, or did not answer in time\n"
     "`version` exits 0 even when no daemon answers: it prints its own version.\n"
-    "Errors go to stderr, one line each, naming the socket tried.\n";
+    "Errors go to stderr and name the socket tried, and how it was chosen.\n";
 
 enum cmd { CMD_NONE, CMD_STATS, CMD_WATCH, CMD_PING, CMD_TRIM, CMD_VERSION, CMD_HELP };
 

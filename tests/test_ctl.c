@@ -419,7 +419,7 @@ END_TEST
 
 /* ---- a misbehaving daemon: exit 3 ---- */
 
-enum fake_mode { FAKE_MINIMAL, FAKE_REFUSE, FAKE_GARBAGE, FAKE_SILENT, FAKE_BAD_JSON };
+enum fake_mode { FAKE_MINIMAL, FAKE_REFUSE, FAKE_GARBAGE, FAKE_SILENT, FAKE_BAD_JSON, FAKE_ONE_STATS };
 
 struct fake {
     pid_t pid;
@@ -472,6 +472,8 @@ static void fake_serve(int c, enum fake_mode mode)
                                   "\"classes\":[{\"class\":3,\"size\":131072,\"hits\":true}],"
                                   "\"clients\":[{\"pid\":7}],\"clients_omitted\":5}";
             fake_reply(c, ZKN_MSG_STATS_REPLY, h.request_id, j, strlen(j));
+            if (mode == FAKE_ONE_STATS)
+                return; /* hang up, as a daemon that restarts does */
         } else if (h.type == ZKN_MSG_PING) {
             fake_reply(c, ZKN_MSG_PONG, h.request_id, "", 0);
         }
@@ -567,6 +569,24 @@ START_TEST(daemon_errors_exit_3)
 }
 END_TEST
 
+/* A daemon that goes away between refreshes: watch says so, reconnects,
+ * and still ends normally. */
+START_TEST(watch_survives_a_restart)
+{
+    struct fake f;
+    fake_start(&f, FAKE_ONE_STATS);
+    struct run *r = run_ctl("--socket", f.path, "watch", "-i", "0.05", "-n", "3", NULL);
+    expect_status(r, 0);
+    int shown = 0;
+    for (const char *p = r->out; (p = strstr(p, "zknallocd 9.9.9")); p++)
+        shown++;
+    ck_assert_int_eq(shown, 2);
+    expect_in(r->out, "daemon not answering");
+    expect_in(r->out, "retrying");
+    fake_stop(&f);
+}
+END_TEST
+
 /* A stream socket at the path: something else listens there. */
 START_TEST(wrong_socket_type_exit_3)
 {
@@ -611,6 +631,7 @@ static Suite *ctl_suite(void)
     tcase_add_test(bad, missing_fields_print_as_dash);
     tcase_add_test(bad, daemon_errors_exit_3);
     tcase_add_test(bad, wrong_socket_type_exit_3);
+    tcase_add_test(bad, watch_survives_a_restart);
     suite_add_tcase(s, bad);
     return s;
 }
