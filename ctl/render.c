@@ -148,6 +148,9 @@ static void render_pool(FILE *out, json_t *root)
             num(get(t, "zeroed", NULL)), num(get(t, "lends", NULL)), num(get(t, "returns", NULL)),
             num(get(t, "reclaimed", NULL)), bytes(get(t, "trimmed_bytes", NULL)));
     /* Optional sections: shown only when the daemon reports them. */
+    if (get(t, "saved", NULL) || get(t, "restored", NULL))
+        fprintf(out, "Fd store  saved %s  restored %s  (regions kept across restarts)\n",
+                num(get(t, "saved", NULL)), num(get(t, "restored", NULL)));
     json_t *pr = get(root, "pressure", NULL);
     if (json_is_object(pr))
         fprintf(out, "Pressure  source %s  events %s  trimmed %s  low watermark %s  decayed %s\n",
