@@ -470,6 +470,11 @@ START_TEST(socket_activation_serves_clients)
     wait_exit(p, &st);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "daemon exit status %d:\n%s", st,
                   activation_output());
+    /* The socket belongs to the service manager, which keeps listening on it
+     * across restarts: the daemon must not have removed it. */
+    struct stat st_sock;
+    ck_assert_msg(stat(sock, &st_sock) == 0 && S_ISSOCK(st_sock.st_mode),
+                  "the daemon removed the socket it was passed");
     close(activation_log);
     unlink(sock);
     rm_tmp();
