@@ -1,0 +1,391 @@
+/* libzknalloc as the allocator of real programs: LD_PRELOAD into python3,
+ * sqlite3, git and sort, whose output must match a run without it, and whose
+ * exit report must show the library actually served large blocks.
+ *
+ * The sanitizer build has no drop-in (ASan owns malloc, ZKN_NO_DROPIN); there
+ * these tests say so and check only that mode. A program that is not
+ * installed is skipped with a note. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "sizeclass.h"
+#include "zknalloc.h"
+
+#define OUT_CAP (1 << 20)
+
+static char libpath[PATH_MAX];
+static char tmpdir[64];
+
+/* Whether this process's malloc is the library's (the drop-in build). */
+static int dropin_active(void)
+{
+    void *p = calloc(1, 100000); /* calloc: gcc objects to uninitialised malloc memory here */
+    int ours = p && zkn_usable_size(p) == zkn_class_size(zkn_size_class(100000));
+    free(p);
+    return ours;
+}
+
+/* Returns a new string (kept for the test's lifetime; tests are processes). */
+static const char *find_program(const char *name)
+{
+    char path[PATH_MAX];
+    static const char *dirs[] = {"/usr/bin", "/bin", "/usr/local/bin"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dirs[i], name);
+        if (access(path, X_OK) == 0)
+            return strdup(path);
+    }
+    return NULL;
+}
+
+struct run {
+    int status;
+    char out[OUT_CAP];
+    size_t out_len;
+    char err[64 * 1024];
+};
+
+/* Runs argv with (preload) or without the library; env is NULL-terminated
+ * "NAME=VALUE" strings added to the environment. Stdout and stderr are kept. */
+static void run(struct run *r, const char *const *argv, int preload, const char *const *env)
+{
+    char errfile[128];
+    snprintf(errfile, sizeof errfile, "%s/stderr", tmpdir);
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int efd = open(errfile, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(pfd[1], 1);
+        dup2(efd, 2);
+        close(pfd[0]);
+        if (preload)
+            setenv("LD_PRELOAD", libpath, 1);
+        else
+            unsetenv("LD_PRELOAD");
+        for (int i = 0; env && env[i]; i++)
+            putenv((char *)env[i]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(pfd[1]);
+    r->out_len = 0;
+    ssize_t n;
+    while (r->out_len < OUT_CAP - 1 &&
+           (n = read(pfd[0], r->out + r->out_len, OUT_CAP - 1 - r->out_len)) > 0)
+        r->out_len += (size_t)n;
+    r->out[r->out_len] = '\0';
+    close(pfd[0]);
+    ck_assert_int_eq(waitpid(pid, &r->status, 0), pid);
+    int efd = open(errfile, O_RDONLY);
+    n = efd >= 0 ? read(efd, r->err, sizeof r->err - 1) : 0;
+    r->err[n > 0 ? n : 0] = '\0';
+    if (efd >= 0)
+        close(efd);
+}
+
+/* A counter from the ZK_NALLOC_SHOW_STATS reports (the largest, when a
+ * pipeline's processes each print one), or -1. */
+static long long stat_of(const char *err, const char *name)
+{
+    long long best = -1;
+    for (const char *p = strstr(err, name); p; p = strstr(p, name)) {
+        p += strlen(name);
+        while (*p == ' ')
+            p++;
+        long long v = strtoll(p, NULL, 10);
+        best = v > best ? v : best;
+    }
+    return best;
+}
+
+/* Runs argv plain and preloaded; the outputs must match and the library must
+ * have served large blocks. Returns the preloaded run's report. */
+static void same_output_ex(const char *const *argv, const char *const *env, struct run *pre,
+                           int expect_report)
+{
+    static struct run plain;
+    static const char *const stats_env[] = {"ZK_NALLOC_SHOW_STATS=1", NULL};
+    const char *merged[16];
+    int m = 0;
+    for (int i = 0; env && env[i] && m < 14; i++)
+        merged[m++] = env[i];
+    merged[m++] = stats_env[0];
+    merged[m] = NULL;
+    run(&plain, argv, 0, env);
+    ck_assert_msg(WIFEXITED(plain.status) && WEXITSTATUS(plain.status) == 0,
+                  "%s failed without the library: %s", argv[0], plain.err);
+    run(pre, argv, 1, merged);
+    ck_assert_msg(WIFEXITED(pre->status) && WEXITSTATUS(pre->status) == 0,
+                  "%s failed with the library (status %d): %s", argv[0], pre->status, pre->err);
+    ck_assert_uint_eq(pre->out_len, plain.out_len);
+    ck_assert_msg(memcmp(pre->out, plain.out, plain.out_len) == 0, "%s: output differs", argv[0]);
+    ck_assert_msg(plain.out_len > 0, "%s printed nothing", argv[0]);
+    if (!expect_report)
+        return;
+    ck_assert_msg(strstr(pre->err, "zknalloc: stats"), "no stats report: %s", pre->err);
+    ck_assert_msg(stat_of(pre->err, "misses") > 0, "the library served no large block: %s",
+                  pre->err);
+}
+
+static void same_output(const char *const *argv, const char *const *env, struct run *pre)
+{
+    same_output_ex(argv, env, pre, 1);
+}
+
+static void setup(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/zkn-preload-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+    ck_assert_ptr_nonnull(realpath(zkn_test_build_path("libzknalloc.so"), libpath));
+    setenv("ZK_NALLOC_SOCKET", "/nonexistent-zknalloc-test/zkn.sock", 1);
+}
+
+static void teardown(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    ck_assert_int_eq(system(cmd), 0);
+}
+
+#define SKIP_UNLESS_DROPIN()                                                                 \
+    do {                                                                                     \
+        if (!dropin_active()) {                                                              \
+            printf("%s: skipped: this build has no drop-in malloc (ZKN_NO_DROPIN)\n",       \
+                   __func__);                                                                \
+            ck_assert_int_eq(dropin_active(), 0);                                            \
+            return;                                                                          \
+        }                                                                                    \
+    } while (0)
+
+START_TEST(dropin_serves_this_process)
+{
+    SKIP_UNLESS_DROPIN();
+    /* malloc & co. are the library's here: large blocks land in its classes. */
+    char *p = malloc(3 << 20);
+    ck_assert_uint_eq(malloc_usable_size(p), zkn_class_size(zkn_size_class(3 << 20)));
+    memset(p, 1, 3 << 20);
+    p = realloc(p, 9 << 20);
+    ck_assert_int_eq(p[(3 << 20) - 1], 1);
+    free(p);
+    void *q = calloc(1, 200000);
+    ck_assert_uint_eq(malloc_usable_size(q), zkn_class_size(zkn_size_class(200000)));
+    free(q);
+    char *s = malloc(10); /* small: glibc's, and glibc's usable size */
+    ck_assert_uint_ge(malloc_usable_size(s), 10);
+    ck_assert_uint_lt(malloc_usable_size(s), 64);
+    free(s);
+    struct zkn_stats st;
+    zkn_stats(&st);
+    ck_assert_uint_ge(st.hits + st.misses, 3);
+}
+END_TEST
+
+static const char py_script[] =
+    "import hashlib, json, os\n"
+    "a = [bytearray(i % 251 for i in range(1 << 16)) * 16 for _ in range(40)]\n"
+    "h = hashlib.sha256()\n"
+    "for b in a: h.update(b)\n"
+    "big = b'zk' * (40 << 20)\n"
+    "h.update(big)\n"
+    "xs = sorted((i * 7919) % 1000003 for i in range(1 << 19))\n"
+    "d = json.dumps({str(i): [i] * 20 for i in range(30000)})\n"
+    "back = json.loads(d)\n"
+    "s = bytearray(1000)\n"
+    "for k in range(12): s = s + s\n"
+    "print(h.hexdigest(), xs[12345], len(d), len(back), len(s))\n";
+
+START_TEST(python3_preloaded)
+{
+    SKIP_UNLESS_DROPIN();
+    const char *py = find_program("python3");
+    if (!py) {
+        printf("python3_preloaded: skipped: python3 not installed\n");
+        return;
+    }
+    const char *argv[] = {py, "-c", py_script, NULL};
+    static struct run pre;
+    same_output(argv, NULL, &pre);
+}
+END_TEST
+
+static const char py_fork[] =
+    "import os\n"
+    "a = bytearray(b'A') * (16 << 20)\n"
+    "r, w = os.pipe(); r2, w2 = os.pipe()\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    os.read(r, 1)\n"
+    "    ok = a.count(b'A') == len(a)\n"
+    "    a[:] = b'C' * len(a)\n"
+    "    os.write(w2, b'y' if ok else b'n')\n"
+    "    os._exit(0)\n"
+    "a[:] = b'P' * len(a)\n"
+    "os.write(w, b'x')\n"
+    "res = os.read(r2, 1)\n"
+    "os.waitpid(pid, 0)\n"
+    "print(res.decode(), a.count(b'P') == len(a))\n";
+
+START_TEST(python3_preloaded_with_daemon_and_fork)
+{
+    SKIP_UNLESS_DROPIN();
+    const char *py = find_program("python3");
+    if (!py) {
+        printf("python3_preloaded_with_daemon_and_fork: skipped: python3 not installed\n");
+        return;
+    }
+    struct zkn_test_daemon d;
+    ck_assert_int_eq(zkn_test_daemon_start(&d, NULL), 0); /* sets ZK_NALLOC_SOCKET */
+    static struct run pre;
+    const char *argv[] = {py, "-c", py_fork, NULL};
+    same_output(argv, NULL, &pre);
+    ck_assert_str_eq(pre.out, "y True\n");
+    ck_assert_msg(stat_of(pre.err, "daemon_lends") > 0, "no region lent: %s", pre.err);
+    const char *argv2[] = {py, "-c", py_script, NULL};
+    same_output(argv2, NULL, &pre);
+    ck_assert_int_gt(stat_of(pre.err, "daemon_lends"), 0);
+    zkn_test_daemon_stop(&d);
+    zkn_test_daemon_cleanup(&d);
+}
+END_TEST
+
+START_TEST(sqlite3_preloaded)
+{
+    SKIP_UNLESS_DROPIN();
+    const char *sq = find_program("sqlite3");
+    if (!sq) {
+        printf("sqlite3_preloaded: skipped: sqlite3 not installed\n");
+        return;
+    }
+    const char *sql =
+        "PRAGMA cache_size=-200000;"
+        "CREATE TABLE t(k INTEGER PRIMARY KEY, v TEXT, b BLOB);"
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<200000)"
+        " INSERT INTO t SELECT x, printf('%08d', (x*7919)%200003), zeroblob(x%500) FROM c;"
+        "CREATE INDEX tv ON t(v);"
+        "SELECT count(*), sum(k), sum(length(b)) FROM t;"
+        "SELECT v FROM t ORDER BY v LIMIT 3 OFFSET 100000;"
+        "SELECT length(group_concat(v)) FROM t;"
+        "SELECT length(zeroblob(60000000)), hex(substr(zeroblob(5000000), 1, 4));";
+    const char *argv[] = {sq, ":memory:", sql, NULL};
+    static struct run pre;
+    same_output(argv, NULL, &pre);
+}
+END_TEST
+
+static void write_big_file(const char *path, size_t n)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    for (size_t i = 0; i < n / 16; i++)
+        fprintf(f, "%015zu\n", (i * 2654435761u) % 1000000007u);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+START_TEST(git_preloaded)
+{
+    SKIP_UNLESS_DROPIN();
+    const char *git = find_program("git");
+    if (!git) {
+        printf("git_preloaded: skipped: git not installed\n");
+        return;
+    }
+    char big[128], repo[96], home[128];
+    snprintf(repo, sizeof repo, "%s/repo", tmpdir);
+    snprintf(big, sizeof big, "%s/repo/big.txt", tmpdir);
+    snprintf(home, sizeof home, "HOME=%s", tmpdir);
+    ck_assert_int_eq(mkdir(repo, 0700), 0);
+    write_big_file(big, 24 << 20);
+    const char *env[] = {home, NULL};
+    static struct run pre, r;
+    /* Through a pipe git reads the file into one growing buffer (a file it
+     * would mmap). */
+    char cmd[PATH_MAX + 256];
+    snprintf(cmd, sizeof cmd, "cat '%s' | '%s' hash-object --stdin", big, git);
+    const char *sh = find_program("sh");
+    ck_assert_ptr_nonnull(sh);
+    const char *hash[] = {sh, "-c", cmd, NULL};
+    same_output(hash, env, &pre);
+    /* A real commit under the library, read back with it. */
+    const char *init[] = {git, "-C", repo, "init", "-q", NULL};
+    run(&r, init, 1, env);
+    ck_assert_int_eq(r.status, 0);
+    const char *add[] = {git, "-C", repo, "add", "big.txt", NULL};
+    run(&r, add, 1, env);
+    ck_assert_int_eq(r.status, 0);
+    const char *commit[] = {git, "-C", repo, "-c", "user.name=t", "-c", "user.email=t@t",
+                            "commit", "-q", "-m", "big", NULL};
+    run(&r, commit, 1, env);
+    ck_assert_msg(r.status == 0, "git commit: %s", r.err);
+    const char *show[] = {git, "-C", repo, "rev-parse", "HEAD:big.txt", NULL};
+    run(&r, show, 1, env);
+    ck_assert_msg(r.status == 0, "git rev-parse: %s", r.err);
+    ck_assert_msg(r.out_len == pre.out_len, "rev-parse printed '%s', hash-object '%s'", r.out,
+                  pre.out);
+    ck_assert_msg(memcmp(r.out, pre.out, pre.out_len) == 0, "committed blob differs");
+    const char *fsck[] = {git, "-C", repo, "fsck", "--strict", NULL};
+    run(&r, fsck, 1, env);
+    ck_assert_msg(r.status == 0, "git fsck: %s", r.err);
+}
+END_TEST
+
+START_TEST(sort_preloaded)
+{
+    SKIP_UNLESS_DROPIN();
+    const char *sortp = find_program("sort");
+    if (!sortp) {
+        printf("sort_preloaded: skipped: sort not installed\n");
+        return;
+    }
+    char big[128];
+    snprintf(big, sizeof big, "%s/lines.txt", tmpdir);
+    write_big_file(big, 8 << 20);
+    /* sort prints 16 MiB: compare a digest (sha256sum of its output) instead. */
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "sort -S 64M --parallel=2 '%s' | sha256sum", big);
+    const char *sh = find_program("sh");
+    ck_assert_ptr_nonnull(sh);
+    const char *argv[] = {sh, "-c", cmd, NULL};
+    static struct run pre;
+    /* coreutils close stderr at exit, before the library could report. */
+    same_output_ex(argv, NULL, &pre, 0);
+    ck_assert_uint_eq(pre.out_len, 64 + 4); /* "<sha256>  -\n" */
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("client_preload");
+    TCase *t = tcase_create("preload");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, dropin_serves_this_process);
+    tcase_add_test(t, python3_preloaded);
+    tcase_add_test(t, python3_preloaded_with_daemon_and_fork);
+    tcase_add_test(t, sqlite3_preloaded);
+    tcase_add_test(t, git_preloaded);
+    tcase_add_test(t, sort_preloaded);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
