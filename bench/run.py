@@ -328,8 +328,9 @@ PLANS = {
         "contention": {"iters": 4, "reps": 5, "warm": 1},
         "cold": {"runs": 5, "idle_runs": 2, "idle_gap": 3.0,
                  "idle_variants": ["glibc", "tcmalloc", "zk-nalloc", "zk-nalloc+daemon"]},
-        "prover": [(16, 8, 3, 1), (18, 4, 3, 1), (20, 1, 3, 1), (22, 2, 1, 0)],
-        "small": (2000000, 5, 1),
+        # (log2 n, rounds per repetition, repetitions, warm-up repetitions, processes)
+        "prover": [(16, 4, 2, 1, 2), (18, 2, 2, 1, 2), (20, 1, 1, 1, 2), (22, 1, 1, 1, 1)],
+        "small": (2000000, 3, 1, 3),  # ops, reps, warmup, processes
         "lend": [(2, 500, 50), (128, 200, 20)],
         "variants": None,  # all
     },
@@ -338,9 +339,10 @@ PLANS = {
         "burst": (7, 1), "msm": (7, 1),
         "contention": {"iters": 2, "reps": 3, "warm": 1, "threads": "nproc"},
         "cold": {"runs": 2, "idle_runs": 1, "idle_gap": 2.0, "idle_variants": ["zk-nalloc+daemon"]},
-        "prover": [(18, 2, 2, 1)],
-        "small": (1000000, 3, 1),
+        "prover": [(18, 2, 2, 1, 1)],
+        "small": (1000000, 3, 1, 2),
         "lend": [(128, 100, 10)],
+        "warmup_mib": 1024,
         "variants": ["glibc", "glibc+thp", "jemalloc", "mimalloc", "tcmalloc", "zk-nalloc",
                      "zk-nalloc+daemon"],
     },
@@ -417,7 +419,7 @@ def bench_all(runner, variants, plan):
     # time (the hypervisor backs it then); touch 2 GiB once so that no variant
     # pays for being first.
     section("warm-up: 2 GiB touched once by a throwaway process")
-    runner.run(live[0], "coldstart", [2048, 128], record=False)
+    runner.run(live[0], "coldstart", [plan.get("warmup_mib", 2048), 128], record=False)
 
     def fft(v):
         for mib, reps, warm in plan["fft"]:
@@ -464,23 +466,44 @@ def bench_all(runner, variants, plan):
     each("cold start: fresh process allocates + fills 1 GiB in 128 MiB buffers (ms), "
          "runs back to back", coldstart)
 
-    floors_done = set()
-
-    def prover(v):
-        for logn, rounds, reps, warm in plan["prover"]:
-            floor = 0 if logn in floors_done else 1
-            r = runner.run(v, "prover", [logn, rounds, reps, warm, floor], timeout=600)
+    # Pure compute dominates, so the machine's background load would decide the
+    # comparison: processes are interleaved across allocators (round robin), and
+    # the arena floor is measured by the first allocator's process of each round.
+    runner.family_started = False  # one fresh daemon for all sizes
+    for logn, rounds, reps, warm, procs in plan["prover"]:
+        section("prover-shaped: Goldilocks NTT 2^%d, %d round(s) per repetition with per-round "
+                "buffers (ms per repetition); %d process(es) per allocator, interleaved"
+                % (logn, rounds, procs))
+        rows = {v.name: [] for v in live}
+        for _ in range(procs):
+            for i, v in enumerate(live):
+                try:
+                    rows[v.name] += with_daemon_for(runner, v, lambda: runner.run(
+                        v, "prover", [logn, rounds, reps, warm, 1 if i == 0 else 0], timeout=600,
+                        record=False))
+                except RuntimeError as e:
+                    runner.fail(v, "prover", [logn], str(e))
+        for v in live:
+            r = rows[v.name]
             if r:
-                floors_done.add(logn)
-            progress(r[0] if r else None)
-    each("prover-shaped: Goldilocks NTT rounds with per-round buffers (ms per repetition)", prover)
+                d = runner.merge(r)
+                d["maxrss_kb"] = max(x["maxrss_kb"] for x in r)
+                progress(d)
 
-    ops, reps, warm = plan["small"]
-
-    def small(v):
-        r = runner.run(v, "small", [ops, reps, warm])
-        progress(r[0] if r else None)
-    each("small allocations < 64 KiB: malloc/free throughput (Mops/s)", small)
+    ops, reps, warm, rounds = plan["small"]
+    section("small allocations < 64 KiB: malloc/free throughput (Mops/s); "
+            "%d processes per allocator, interleaved" % rounds)
+    runner.family_started = False
+    rows = {v.name: [] for v in live}
+    for _ in range(rounds):
+        for v in live:
+            try:
+                rows[v.name] += with_daemon_for(
+                    runner, v, lambda: runner.run(v, "small", [ops, reps, warm], record=False))
+            except RuntimeError as e:
+                runner.fail(v, "small", [], str(e))
+    for v in live:
+        progress(runner.merge(rows[v.name]))
 
     section("LEND round trip including the map (raw protocol, no allocator preloaded)")
     dv = next((v for v in variants if v.daemon), None)
@@ -575,10 +598,19 @@ def med(xs):
 
 
 def ratio_to_floor(d):
-    """Slowdown against the floor: >1 means slower. Throughputs are inverted."""
+    """Slowdown against the floor: >1 means slower. Throughputs are inverted.
+
+    Each repetition is followed by its floor in the same process, so the two
+    share the machine's state of the moment: the ratio is the median of the
+    per-repetition ratios (the ratio of medians when they cannot be paired)."""
     if not d or not d.get("floor"):
         return None
-    a, f = med(d["samples"]), med(d["floor"])
+    xs, fs = d["samples"], d["floor"]
+    if len(xs) == len(fs) and all(x > 0 for x in xs) and all(f > 0 for f in fs):
+        if d.get("higher_is_better"):
+            return med([f / x for x, f in zip(xs, fs)])
+        return med([x / f for x, f in zip(xs, fs)])
+    a, f = med(xs), med(fs)
     if d.get("higher_is_better"):
         return f / a if a else None
     return a / f if f else None
@@ -807,7 +839,7 @@ def write_reports(runner, variants, mode, started, out):
 
     L.append("## All figures")
     L.append("")
-    L.append("Per case: median (min–max) in the unit shown, **ratio to floor**. Huge: share of the "
+    L.append("Per case: median (min–max) in the unit shown, **ratio to floor** (the median of the per-repetition ratios: each repetition is followed by its floor in the same process). Huge: share of the "
              "live buffers mapped with 2 MiB pages while the last repetition held them "
              "(anonymous THP, or PMD-mapped shared memory).")
     for c in cases:
