@@ -45,7 +45,7 @@ bench-quick: all bench-build bench-deps
 	$(BENCH_PY) quick --build $(B)
 
 bench-peers: bench-build bench-deps
-	$(BENCH_PY) full --build $(B) --peers-only
+	$(BENCH_PY) full --build $(B) --peers-only --out bench/results/peers
 
 demo: all bench-build bench-deps
 	$(BENCH_PY) demo --build $(B)

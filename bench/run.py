@@ -1077,6 +1077,8 @@ def demo(build):
             say("   backing: %s (%s)" % (b.get("kind", "?"), b.get("detail", "")))
             say()
             say("2. Cold start: a fresh process allocates and fills 1 GiB in 128 MiB buffers, 3 times each.")
+            say("   (zk-nalloc runs as: LD_PRELOAD=%s ZK_NALLOC_SOCKET=%s %s/bench/coldstart)"
+                % (zk, d.sock, build))
             res = {}
             for v in (glibc, zkv):
                 rows = []
@@ -1088,8 +1090,6 @@ def demo(build):
                     res[v.name] = med(xs)
                     say("   %-17s %8s ms   (min %s, max %s; the same writes into resident memory: %s ms)"
                         % (v.name, num(med(xs)), num(min(xs)), num(max(xs)), num(med(fl))))
-                    if v is glibc:
-                        say("   %-17s LD_PRELOAD=%s ZK_NALLOC_SOCKET=%s" % ("", zk, d.sock))
             if len(res) == 2:
                 say("   => speed-up %.1fx" % (res["glibc"] / res["zk-nalloc+daemon"]))
             say()
@@ -1118,7 +1118,7 @@ def demo(build):
                 say("   " + (json.dumps({k: st.get(k) for k in ("backing", "pool", "totals")}, indent=1)
                              .replace("\n", "\n   ") if st else "(no stats)"))
             say()
-            say("5. Stopping the daemon.")
+            say("5. Stopping the daemon (SIGTERM); its socket and temporary directory go with it.")
             runner.daemon = None
     except RuntimeError as e:
         say("demo: %s" % e)
