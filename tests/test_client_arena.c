@@ -448,6 +448,41 @@ START_TEST(test_block_from_library)
 }
 END_TEST
 
+/* Arena memory is the process's own across fork, even when the daemon lent
+ * it: the child sees the parent's data, and what each writes after the fork
+ * stays its own. */
+START_TEST(test_fork_keeps_arena_private)
+{
+    struct zkn_test_daemon d;
+    ck_assert_int_eq(zkn_test_daemon_start(&d, NULL), 0);
+    zkn_arena *a = zkn_arena_create(8 * MiB);
+    ck_assert_ptr_nonnull(a);
+    unsigned char *p = zkn_arena_alloc(a, 8 * MiB, 1);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 0x21, 8 * MiB);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        if (!all_bytes(p, 8 * MiB, 0x21))
+            _exit(1);
+        memset(p, 0x43, 8 * MiB);
+        zkn_arena_reset(a);
+        unsigned char *q = zkn_arena_alloc(a, MiB, 64);
+        if (q != p)
+            _exit(2);
+        zkn_arena_destroy(a);
+        _exit(0);
+    }
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x", st);
+    ck_assert_msg(all_bytes(p, 8 * MiB, 0x21), "the child's writes reached the parent");
+    zkn_arena_destroy(a);
+    zkn_test_daemon_stop(&d);
+    zkn_test_daemon_cleanup(&d);
+}
+END_TEST
+
 #ifdef TEST_ASAN
 START_TEST(test_asan_poisoning)
 {
@@ -532,6 +567,7 @@ static Suite *arena_suite(void)
     tcase_add_test(tc, test_typed_array);
     tcase_add_test(tc, test_concurrent_alloc);
     tcase_add_test(tc, test_block_from_library);
+    tcase_add_test(tc, test_fork_keeps_arena_private);
 #ifdef TEST_ASAN
     tcase_add_test(tc, test_asan_poisoning);
     tcase_add_test(tc, test_asan_use_after_reset_caught);

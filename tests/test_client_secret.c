@@ -9,8 +9,10 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <linux/capability.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "harness.h"
 #include "zknalloc.h"
 
 static size_t ps;
@@ -549,6 +552,86 @@ START_TEST(test_many)
 }
 END_TEST
 
+/* With a daemon running, a SecretBuf still takes nothing from it nor from
+ * the library's large-block path. */
+START_TEST(test_not_from_daemon)
+{
+    use_backing(_i);
+    struct zkn_test_daemon d;
+    ck_assert_int_eq(zkn_test_daemon_start(&d, NULL), 0);
+    /* A large malloc first, so the daemon session is up. */
+    void *warm = zkn_malloc(4 << 20);
+    ck_assert_ptr_nonnull(warm);
+    struct zkn_stats before, after;
+    zkn_stats(&before);
+    zkn_secret *s = zkn_secret_new(4 << 20);
+    ck_assert_ptr_nonnull(s);
+    memset(zkn_secret_data(s), 7, zkn_secret_len(s));
+    zkn_stats(&after);
+    ck_assert_uint_eq(after.daemon_lends, before.daemon_lends);
+    ck_assert_uint_eq(after.bytes_leased, before.bytes_leased);
+    ck_assert_uint_eq(after.bytes_live, before.bytes_live);
+    ck_assert_uint_eq(after.misses + after.hits, before.misses + before.hits);
+    zkn_secret_free(s);
+    zkn_free(warm);
+    zkn_test_daemon_stop(&d);
+    zkn_test_daemon_cleanup(&d);
+}
+END_TEST
+
+/* Threads create and free buffers while the main thread forks: nothing
+ * deadlocks (the registry lock is held across fork), and every child sees
+ * only zeros in the buffers it inherited. */
+static atomic_int stop_churn;
+
+static void *churn(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&stop_churn)) {
+        zkn_secret *s = zkn_secret_new(3000);
+        if (!s)
+            return (void *)1;
+        memset(zkn_secret_data(s), 0xee, 3000);
+        zkn_secret_free(s);
+    }
+    return NULL;
+}
+
+START_TEST(test_fork_while_threads_churn)
+{
+    use_backing(_i);
+    pthread_t t[4];
+    atomic_store(&stop_churn, 0);
+    zkn_secret *mine = zkn_secret_new(10000);
+    ck_assert_ptr_nonnull(mine);
+    memset(zkn_secret_data(mine), 0xdd, 10000);
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, churn, NULL), 0);
+    for (int k = 0; k < 30; k++) {
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            /* The one this thread owns is reachable and zero; the
+             * churning threads' are gone with them. */
+            _exit(all_zero(zkn_secret_data(mine), 10000) ? 0 : 1);
+        }
+        int st;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d status %#x", k, st);
+    }
+    atomic_store(&stop_churn, 1);
+    for (int i = 0; i < 4; i++) {
+        void *rv;
+        ck_assert_int_eq(pthread_join(t[i], &rv), 0);
+        ck_assert_ptr_null(rv);
+    }
+    const unsigned char *d = zkn_secret_data(mine);
+    ck_assert_uint_eq(d[0], 0xdd);
+    ck_assert_uint_eq(d[9999], 0xdd);
+    zkn_secret_free(mine);
+}
+END_TEST
+
 static Suite *secret_suite(void)
 {
     Suite *s = suite_create("client_secret");
@@ -566,6 +649,8 @@ static Suite *secret_suite(void)
     tcase_add_loop_test(tc, test_raw_clone_never_sees_secret, 0, 2);
     tcase_add_loop_test(tc, test_memlock_limit, 0, 2);
     tcase_add_loop_test(tc, test_many, 0, 2);
+    tcase_add_loop_test(tc, test_not_from_daemon, 0, 2);
+    tcase_add_loop_test(tc, test_fork_while_threads_churn, 0, 2);
     suite_add_tcase(s, tc);
     return s;
 }
