@@ -327,7 +327,8 @@ PLANS = {
         "burst": (11, 2), "msm": (11, 2),
         "contention": {"iters": 4, "reps": 5, "warm": 1},
         "cold": {"runs": 5, "idle_runs": 2, "idle_gap": 3.0,
-                 "idle_variants": ["glibc", "tcmalloc", "zk-nalloc", "zk-nalloc+daemon"]},
+                 "idle_variants": ["glibc", "glibc+thp", "tcmalloc", "zk-nalloc",
+                                                   "zk-nalloc+daemon"]},
         # (log2 n, rounds per repetition, repetitions, warm-up repetitions, processes)
         "prover": [(16, 4, 2, 1, 2), (18, 2, 2, 1, 2), (20, 1, 1, 1, 2), (22, 1, 1, 1, 1)],
         "small": (2000000, 3, 1, 3),  # ops, reps, warmup, processes
@@ -418,7 +419,7 @@ def bench_all(runner, variants, plan):
     # Memory this VM has never touched can cost far more to fault the first
     # time (the hypervisor backs it then); touch 2 GiB once so that no variant
     # pays for being first.
-    section("warm-up: 2 GiB touched once by a throwaway process")
+    section("warm-up: %d MiB touched once by a throwaway process" % plan.get("warmup_mib", 2048))
     runner.run(live[0], "coldstart", [plan.get("warmup_mib", 2048), 128], record=False)
 
     def fft(v):
@@ -590,6 +591,7 @@ def machine_info():
         "packages": pkgs,
         "commit": commit,
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "loadavg": " ".join(read("/proc/loadavg").split()[:3]),
     }
 
 
@@ -744,7 +746,7 @@ def targets(by, cases, variants, runner):
 
 def write_reports(runner, variants, mode, started, out):
     os.makedirs(out, exist_ok=True)
-    m = machine_info()
+    m = getattr(runner, "machine", None) or machine_info()
     by, cases = index(runner.results)
     names = [v.name for v in variants]
     L = []
@@ -765,6 +767,9 @@ def write_reports(runner, variants, mode, started, out):
     for k in ("cpu", "cores", "memory_gib", "kernel", "virtualized", "thp_enabled",
               "thp_shmem_enabled", "thp_defrag", "hugetlb_pages", "packages"):
         L.append("| %s | %s |" % (k, m[k]))
+    if getattr(runner, "load_start", None):
+        L.append("| load average (1, 5, 15 min) at start / end | %s / %s |" % (runner.load_start,
+                                                                          m["loadavg"]))
     ds = getattr(runner, "daemon_stats_after", None)
     if ds:
         b = ds.get("backing", {})
@@ -774,8 +779,10 @@ def write_reports(runner, variants, mode, started, out):
     L.append("Variants: peers at their defaults and with their own THP switch (glibc+thp: "
              "`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, jemalloc+thp: `MALLOC_CONF=thp:always`, "
              "mimalloc+thp: `MIMALLOC_LARGE_OS_PAGES=1`; tcmalloc has none); zk-nalloc preloaded "
-             "with no daemon reachable, and with a fresh zknallocd started with `%s` for each "
-             "family." % " ".join(DAEMON_ARGS))
+             "with no daemon reachable, and with a zknallocd on a temporary socket started with "
+             "`%s`, %s." % (" ".join(DAEMON_ARGS), "a fresh one for each family" if runner.fresh_daemons
+                            else "one for the whole run, idle (nothing dirty or being zeroed) "
+                                 "before each family"))
     skipped = [v for v in variants if v.skip]
     if skipped:
         L.append("")
@@ -919,7 +926,8 @@ def write_reports(runner, variants, mode, started, out):
         for k, val in m.items():
             f.write("%s: %s\n" % (k, val))
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"machine": m, "mode": mode, "results": runner.results, "errors": runner.errors,
+        json.dump({"machine": m, "mode": mode, "load_start": getattr(runner, "load_start", None),
+                   "fresh_daemons": runner.fresh_daemons, "results": runner.results, "errors": runner.errors,
                    "daemon_stats": getattr(runner, "daemon_stats_after", None)}, f, indent=1)
     chart(runner, variants, out, by, cases, ratio_cases)
     return md
@@ -940,7 +948,7 @@ def chart(runner, variants, out, by, cases, ratio_cases):
         if c in short:
             return short[c]
         return (c.replace("contention ", "contend ").replace(" threads", "T").replace(" thread", "T")
-                .replace("cold start after ", "cold+idle ").replace("prover NTT ", "NTT "))
+                .replace("cold start after ", "cold after ").replace("prover NTT ", "NTT "))
     top = os.path.join(out, "chart_top.dat")
     with open(top, "w") as f:
         for c in ratio_cases:
@@ -1156,6 +1164,9 @@ def main():
         runner = Runner(build, out)
         runner.results, runner.errors = saved["results"], saved["errors"]
         runner.daemon_stats_after = saved.get("daemon_stats")
+        runner.load_start = saved.get("load_start")
+        runner.machine = saved.get("machine")
+        runner.fresh_daemons = saved.get("fresh_daemons", saved["mode"] == "full")
         seen = {d["variant"] for d in runner.results}
         for v in variants:
             if v.name not in seen and not v.skip:
@@ -1182,6 +1193,7 @@ def main():
                               + (" " + " ".join("%s=%s" % kv for kv in v.env.items()) if v.env else "")
                               + (" + zknallocd %s" % " ".join(DAEMON_ARGS) if v.daemon else "")))
     runner = Runner(build, out)
+    runner.load_start = m["loadavg"]
     runner.fresh_daemons = a.mode == "full"
     try:
         bench_all(runner, variants, plan)
