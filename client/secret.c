@@ -144,9 +144,10 @@ static int map_memfd_secret(struct zkn_secret *s)
 #ifdef SYS_memfd_secret
     int fd = (int)syscall(SYS_memfd_secret, (unsigned int)O_CLOEXEC);
     if (fd < 0) {
-        /* ENOSYS: not built in; EINVAL/ENOMEM at creation: not enabled
-         * (secretmem.enable=0) -- no point asking again. */
-        if (errno == ENOSYS || errno == EINVAL)
+        /* ENOSYS: not built in or not enabled (secretmem.enable=0), or
+         * refused by a seccomp filter, as is EPERM: no point asking again.
+         * (EMFILE and the like are worth another try next time.) */
+        if (errno == ENOSYS || errno == EINVAL || errno == EPERM)
             atomic_store(&memfd_secret_unsupported, 1);
         return -1;
     }
