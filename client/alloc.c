@@ -3,6 +3,7 @@
  * then private memory, and only past the window (sizes over 16 GiB, huge
  * alignments, no window at all) from the C library again. */
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "internal.h"
@@ -64,6 +65,8 @@ static uint32_t miss(int c, int zero, int *clean)
 static void *large_alloc(size_t size, size_t align, int zero)
 {
     int c;
+    if (size > PTRDIFF_MAX)
+        return NULL; /* no object may be that big (pointer differences overflow) */
     if (!zkn_init() || (c = zkn_class_for(size, align)) < 0)
         return libc_large(size, align, zero);
     uint8_t flags;
