@@ -162,8 +162,8 @@ static void calloc_after_dirty(size_t size)
 
 START_TEST(calloc_is_zero_after_dirty_reuse)
 {
-    calloc_after_dirty(128 * KiB); /* zeroed by memset */
-    calloc_after_dirty(8 * MiB);   /* zeroed by dropping the pages */
+    calloc_after_dirty(128 * KiB);
+    calloc_after_dirty(8 * MiB);
     calloc_after_dirty(64 * MiB);
     unsigned char *f = zkn_calloc(1, 5 * MiB); /* fresh */
     ck_assert(all_zero(f, 5 * MiB));
