@@ -67,9 +67,11 @@ static void child(void)
     zkn_cache_child_reset();
 }
 
-void zkn_fork_register(void)
+/* Registered at load time rather than at the first large request: child
+ * handlers run in registration order, and one registered before ours that
+ * allocated a large block would find our locks still held. Failure (ENOMEM)
+ * leaves fork unprotected; the library must not fail allocations over it. */
+__attribute__((constructor)) static void register_fork_handlers(void)
 {
-    /* Failure (ENOMEM) leaves fork unprotected; nothing better can be done
-     * here, and the library must not fail allocations over it. */
     (void)pthread_atfork(prepare, parent, child);
 }

@@ -58,7 +58,6 @@ static void init_once(void)
     zkn_thp_anon = read_thp_anon();
     if (pthread_key_create(&zkn_tkey, zkn_cache_thread_exit) != 0)
         return; /* without thread-exit hand-back, do not cache per thread: no window */
-    zkn_fork_register();
     if (zkn_window_reserve() == 0)
         atomic_store(&window_ok, 1);
 }

@@ -169,9 +169,6 @@ extern int zkn_thp_anon; /* anonymous THP is available (madvise or always) */
 extern pthread_key_t zkn_tkey;
 uint64_t zkn_now_ns(void);
 
-/* fork.c */
-void zkn_fork_register(void);
-
 /* stats.c: counters not owned by a thread cache. */
 struct zkn_counters {
     _Atomic uint64_t hits, misses, fallbacks, reconnects, lends, returns, libc_fallbacks;

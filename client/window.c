@@ -111,12 +111,17 @@ int zkn_class_for(size_t size, size_t align)
     int c = zkn_size_class(size);
     if (c < 0)
         return -1;
+    uint64_t natural = zkn_class_size(c);
     for (; c < ZKN_CLASS_COUNT; c++) {
         const struct zkn_class_win *w = &zkn_win.cls[c];
-        if (w->nslots && ((uint64_t)1 << w->shift) >= align)
-            return c;
         if (!w->nslots)
             return -1; /* larger classes have larger strides: none fits either */
+        /* Moving up for alignment is worth at most doubling the block; past
+         * that, glibc's memalign wastes less. */
+        if (w->size > 2 * natural)
+            return -1;
+        if (((uint64_t)1 << w->shift) >= align)
+            return c;
     }
     return -1;
 }
