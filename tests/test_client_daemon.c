@@ -383,6 +383,49 @@ START_TEST(no_fd_leaks_with_daemon)
 }
 END_TEST
 
+START_TEST(refusals_fall_back_quietly)
+{
+    /* This daemon lends at most 8 MiB to us: the rest must come from private
+     * memory, with the daemon still connected. */
+    zkn_test_daemon_stop(&daemon_);
+    zkn_test_daemon_cleanup(&daemon_);
+    static const char *const args[] = {"--client-cap-bytes", "8M", NULL};
+    ck_assert_int_eq(zkn_test_daemon_start(&daemon_, args), 0);
+    void *p[5];
+    for (int i = 0; i < 5; i++) {
+        p[i] = zkn_malloc(4 * MiB);
+        ck_assert_ptr_nonnull(p[i]);
+        fill(p[i], 4 * MiB, (uint64_t)i);
+    }
+    struct zkn_stats s = stats();
+    ck_assert_uint_eq(s.daemon_connected, 1);
+    ck_assert_uint_eq(s.bytes_leased, 8 * MiB);
+    ck_assert_uint_ge(s.fallbacks, 1);
+    for (int i = 0; i < 5; i++) {
+        ck_assert(check_fill(p[i], 4 * MiB, (uint64_t)i));
+        zkn_free(p[i]);
+    }
+}
+END_TEST
+
+START_TEST(soften_gives_daemon_regions_back)
+{
+    void *p = zkn_malloc(6 * MiB);
+    void *q = zkn_malloc(10 * MiB);
+    ck_assert_uint_eq(stats().bytes_leased, 16 * MiB);
+    zkn_free(p);
+    zkn_free(q);
+    zkn_soften_cache();
+    struct zkn_stats s = stats();
+    ck_assert_uint_eq(s.bytes_leased, 0);
+    ck_assert_uint_eq(s.bytes_cached, 0);
+    ck_assert_uint_eq(s.daemon_returns, 2);
+    unsigned char *r = zkn_calloc(1, 6 * MiB); /* lent again (maybe the same one, zeroed) */
+    ck_assert(all_byte(r, 6 * MiB, 0));
+    zkn_free(r);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_daemon");
@@ -398,6 +441,8 @@ static Suite *suite(void)
     tcase_add_test(t, over_the_cap_regions_go_back);
     tcase_add_test(t, threads_share_daemon_regions);
     tcase_add_test(t, no_fd_leaks_with_daemon);
+    tcase_add_test(t, refusals_fall_back_quietly);
+    tcase_add_test(t, soften_gives_daemon_regions_back);
     suite_add_tcase(s, t);
     return s;
 }
