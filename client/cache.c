@@ -50,7 +50,7 @@ static void touch_class(int c)
 {
     uint64_t now = zkn_now_ns();
     /* Write only when stale, so threads hitting one class share the line read-only. */
-    if (now - atomic_load_explicit(&cls_stat[c].last_use, memory_order_relaxed) > 1000000)
+    if (now - atomic_load_explicit(&cls_stat[c].last_use, memory_order_relaxed) > 4000000)
         atomic_store_explicit(&cls_stat[c].last_use, now, memory_order_relaxed);
 }
 
