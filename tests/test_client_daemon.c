@@ -304,6 +304,73 @@ START_TEST(daemon_killed_mid_run_then_replaced)
 }
 END_TEST
 
+START_TEST(old_daemon_regions_are_not_returned_to_a_new_one)
+{
+    /* Live across the restart: when freed after the new daemon answered, they
+     * must be unmapped here, never RETURNed (the new daemon's ids may well
+     * be the same numbers). */
+    void *old[4];
+    for (int i = 0; i < 4; i++) {
+        old[i] = zkn_malloc(2 * MiB);
+        fill(old[i], 2 * MiB, (uint64_t)i);
+    }
+    char path[sizeof daemon_.sock];
+    memcpy(path, daemon_.sock, sizeof path);
+    zkn_test_daemon_kill(&daemon_);
+    ck_assert_ptr_nonnull(zkn_malloc(5 * MiB)); /* notices, falls back (leaks: fine) */
+    ck_assert_int_eq(zkn_test_daemon_start_at(&daemon_, path, NULL), 0);
+    int connected = 0;
+    for (int tries = 0; tries < 40 && !connected; tries++) {
+        void *r = zkn_malloc(7 * MiB + (size_t)tries * 2 * MiB); /* a new class each time */
+        connected = stats().daemon_connected == 1;
+        zkn_free(r);
+        if (!connected)
+            sleep_ms(100);
+    }
+    ck_assert(connected);
+    void *fresh = zkn_malloc(2 * MiB); /* cached? no: all four are live. Lent anew. */
+    struct zkn_stats before = stats();
+    for (int i = 0; i < 4; i++) {
+        ck_assert(check_fill(old[i], 2 * MiB, (uint64_t)i));
+        zkn_free(old[i]);
+    }
+    zkn_free(fresh);
+    zkn_release_cache();
+    struct zkn_stats after = stats();
+    /* Only regions of the new daemon went back: fresh and the 7+ MiB probe. */
+    ck_assert_uint_eq(after.daemon_returns - before.daemon_returns, 2);
+    ck_assert_uint_eq(after.bytes_leased, 0);
+}
+END_TEST
+
+START_TEST(hung_daemon_times_out)
+{
+    void *p = zkn_malloc(1 * MiB);
+    ck_assert_uint_eq(stats().daemon_connected, 1);
+    kill(daemon_.pid, SIGSTOP);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    void *q = zkn_malloc(3 * MiB); /* a miss: LEND, no answer */
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    kill(daemon_.pid, SIGCONT);
+    double secs = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+    ck_assert_ptr_nonnull(q);
+    memset(q, 1, 3 * MiB);
+    ck_assert_msg(secs < 5, "a hung daemon blocked malloc for %.1f s", secs);
+    struct zkn_stats s = stats();
+    ck_assert_uint_eq(s.daemon_connected, 0);
+    ck_assert_uint_ge(s.fallbacks, 1);
+    /* While backing off, misses do not wait at all. */
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    void *r = zkn_malloc(9 * MiB);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    ck_assert_int_lt((b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000, 200);
+    zkn_free(p);
+    zkn_free(q);
+    zkn_free(r);
+}
+END_TEST
+
 START_TEST(over_the_cap_regions_go_back)
 {
     setenv("ZK_NALLOC_CACHE_BYTES", "8M", 1);
@@ -438,6 +505,8 @@ static Suite *suite(void)
     tcase_add_test(t, fork_makes_shared_regions_private);
     tcase_add_test(t, fork_while_other_threads_allocate);
     tcase_add_test(t, daemon_killed_mid_run_then_replaced);
+    tcase_add_test(t, old_daemon_regions_are_not_returned_to_a_new_one);
+    tcase_add_test(t, hung_daemon_times_out);
     tcase_add_test(t, over_the_cap_regions_go_back);
     tcase_add_test(t, threads_share_daemon_regions);
     tcase_add_test(t, no_fd_leaks_with_daemon);
