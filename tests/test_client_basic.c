@@ -623,6 +623,44 @@ START_TEST(no_fd_leaks)
 }
 END_TEST
 
+START_TEST(aligned_blocks_stay_ours_when_cheap)
+{
+    /* Slots are aligned to their power-of-two stride: alignments up to the
+     * stride cost nothing, and a bump of at most one doubling is ours too. */
+    void *a = zkn_aligned_alloc(1 << 20, 600 * KiB); /* 640 KiB class, 1 MiB stride */
+    ck_assert_uint_eq((uintptr_t)a & ((1 << 20) - 1), 0);
+    ck_assert_uint_eq(zkn_usable_size(a), 640 * KiB);
+    void *b = zkn_aligned_alloc(2 << 20, 1 * MiB); /* up to 1.25 MiB: stride 2 MiB */
+    ck_assert_uint_eq((uintptr_t)b & ((2 << 20) - 1), 0);
+    ck_assert_uint_eq(zkn_usable_size(b), 1280 * KiB);
+    void *c = zkn_aligned_alloc(64 << 20, 1 * MiB); /* 64x: glibc's memalign instead */
+    ck_assert_uint_eq((uintptr_t)c & ((64 << 20) - 1), 0);
+    ck_assert_uint_lt(zkn_usable_size(c), 2 * MiB);
+    ck_assert_uint_eq(stats().libc_fallbacks, 1);
+    zkn_free(a);
+    zkn_free(b);
+    zkn_free(c);
+}
+END_TEST
+
+START_TEST(past_the_largest_class_goes_to_libc)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    printf("past_the_largest_class_goes_to_libc: skipped (ASan would shadow 17 GiB)\n");
+    ck_assert(1);
+#else
+    size_t n = ((size_t)17 << 30);
+    char *p = zkn_malloc(n); /* virtual only: a few pages are touched */
+    ck_assert_ptr_nonnull(p);
+    p[0] = 1;
+    p[n - 1] = 2;
+    ck_assert_uint_ge(zkn_usable_size(p), n);
+    ck_assert_uint_eq(stats().libc_fallbacks, 1);
+    zkn_free(p);
+#endif
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_basic");
@@ -639,6 +677,8 @@ static Suite *suite(void)
     tcase_add_test(t, realloc_grow_many_times);
     tcase_add_test(t, alignment_contracts);
     tcase_add_test(t, standard_alignment_functions);
+    tcase_add_test(t, aligned_blocks_stay_ours_when_cheap);
+    tcase_add_test(t, past_the_largest_class_goes_to_libc);
     tcase_add_test_raise_signal(t, double_free_aborts, SIGABRT);
     tcase_add_test_raise_signal(t, interior_free_aborts, SIGABRT);
     tcase_add_test_raise_signal(t, free_sized_of_another_class_aborts, SIGABRT);
