@@ -1147,7 +1147,12 @@ def demo(build):
 
 # --------------------------------------------------------------------- main
 
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt  # unwinds through the finally blocks that stop the daemon
+
+
 def main():
+    signal.signal(signal.SIGTERM, _sigterm)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("mode", choices=["full", "quick", "demo", "report"])
     ap.add_argument("--build", default="build")
