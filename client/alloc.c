@@ -65,8 +65,10 @@ static uint32_t miss(int c, int zero, int *clean)
 static void *large_alloc(size_t size, size_t align, int zero)
 {
     int c;
-    if (size > PTRDIFF_MAX)
-        return NULL; /* no object may be that big (pointer differences overflow) */
+    /* Past 128 TiB no Linux user address space (4-level paging) can hold
+     * it: fail here rather than have the C library (or a sanitizer) try. */
+    if (size > ((size_t)1 << 47))
+        return NULL;
     if (!zkn_init() || (c = zkn_class_for(size, align)) < 0)
         return libc_large(size, align, zero);
     uint8_t flags;
