@@ -14,6 +14,7 @@
 #include <sys/resource.h>
 #include <sys/sysinfo.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -661,6 +662,54 @@ START_TEST(past_the_largest_class_goes_to_libc)
 }
 END_TEST
 
+static volatile int stop_churn;
+
+static void *churn_until_stopped(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    while (!stop_churn) {
+        unsigned r = rand_r(&seed);
+        size_t n = 64 * KiB + r % (3 * MiB);
+        int zero = r & 1;
+        unsigned char *p = zero ? zkn_calloc(1, n) : zkn_malloc(n);
+        if (!p || (zero && !all_zero(p, n)))
+            return (void *)1;
+        fill(p, n, r);
+        if (!check_fill(p, n, r))
+            return (void *)2;
+        zkn_free(p);
+    }
+    return NULL;
+}
+
+START_TEST(release_and_soften_while_threads_allocate)
+{
+    enum { T = 4 };
+    pthread_t t[T];
+    stop_churn = 0;
+    for (int i = 0; i < T; i++)
+        pthread_create(&t[i], NULL, churn_until_stopped, (void *)(uintptr_t)(i + 17));
+    for (int k = 0; k < 200; k++) {
+        if (k & 1)
+            zkn_release_cache(); /* takes regions out of the other threads' caches */
+        else
+            zkn_soften_cache();
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    stop_churn = 1;
+    for (int i = 0; i < T; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        ck_assert_msg(r == NULL, "thread %d: error %d", i, (int)(uintptr_t)r);
+    }
+    zkn_release_cache();
+    struct zkn_stats s = stats();
+    ck_assert_uint_eq(s.bytes_cached, 0);
+    ck_assert_uint_eq(s.bytes_live, 0);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_basic");
@@ -689,6 +738,7 @@ static Suite *suite(void)
     tcase_add_test(t, cache_cap_is_enforced);
     tcase_add_test(t, default_cap_is_ram_over_8_up_to_1g);
     tcase_add_test(t, release_and_soften);
+    tcase_add_test(t, release_and_soften_while_threads_allocate);
     tcase_add_test(t, fork_writes_stay_apart);
     tcase_add_test(t, no_window_goes_to_libc);
     tcase_add_test(t, show_stats_at_exit);

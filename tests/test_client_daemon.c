@@ -192,8 +192,12 @@ static void fork_check(size_t n)
 
 START_TEST(fork_makes_shared_regions_private)
 {
+    void *warm = zkn_malloc(1 * MiB); /* connected before counting fds */
+    zkn_free(warm);
+    int fds = zkn_test_count_fds();
     fork_check(256 * KiB);
     fork_check(16 * MiB);
+    ck_assert_int_eq(zkn_test_count_fds(), fds); /* the fork sync pipe is gone */
     /* The parent still talks to its daemon after forking. */
     void *x = zkn_malloc(40 * MiB);
     ck_assert_uint_eq(stats().daemon_connected, 1);
@@ -493,6 +497,33 @@ START_TEST(soften_gives_daemon_regions_back)
 }
 END_TEST
 
+START_TEST(release_while_threads_use_daemon_regions)
+{
+    enum { T = 4 };
+    pthread_t t[T];
+    for (int i = 0; i < T; i++)
+        pthread_create(&t[i], NULL, churn, (void *)(uintptr_t)(i + 40));
+    for (int k = 0; k < 100; k++) {
+        if (k & 1)
+            zkn_release_cache();
+        else
+            zkn_soften_cache();
+        sleep_ms(2);
+    }
+    for (int i = 0; i < T; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        ck_assert_msg(r == NULL, "thread %d failed: %d", i, (int)(uintptr_t)r);
+    }
+    zkn_release_cache();
+    struct zkn_stats s = stats();
+    ck_assert_uint_eq(s.bytes_leased, 0);
+    ck_assert_uint_eq(s.bytes_cached, 0);
+    ck_assert_uint_gt(s.daemon_returns, 0);
+    ck_assert_uint_eq(s.daemon_connected, 1);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_daemon");
@@ -509,6 +540,7 @@ static Suite *suite(void)
     tcase_add_test(t, hung_daemon_times_out);
     tcase_add_test(t, over_the_cap_regions_go_back);
     tcase_add_test(t, threads_share_daemon_regions);
+    tcase_add_test(t, release_while_threads_use_daemon_regions);
     tcase_add_test(t, no_fd_leaks_with_daemon);
     tcase_add_test(t, refusals_fall_back_quietly);
     tcase_add_test(t, soften_gives_daemon_regions_back);
