@@ -1228,6 +1228,8 @@ def main():
             if v.name not in seen and not v.skip:
                 v.skip = "no results"
         write_reports(runner, variants, saved["mode"], time.time(), out)
+        if saved["mode"] == "full" and out == os.path.join(ROOT, "bench", "results"):
+            update_readme(os.path.join(out, "results.md"), os.path.join(ROOT, "bench", "README.md"))
         return 0
     plan = PLANS[a.mode]
     out = a.out or os.path.join(ROOT, "bench", "results", "" if a.mode == "full" else a.mode)
