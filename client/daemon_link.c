@@ -6,16 +6,17 @@
  * backoff (1 s doubling to 30 s), so a missing daemon costs one failed
  * connect() a second at most.
  *
- * Each daemon instance (told apart by HELLO_OK.daemon_pid) gets a generation
- * number, stamped on every region it lends. Regions of an instance that is
+ * Each daemon instance gets a generation number, stamped on every region it lends. Regions of an instance that is
  * gone stay valid here (the memfd pages live as long as they are mapped) and
  * are unmapped without a RETURN when freed. RETURNs are queued and sent in
  * batches without waiting; their replies are read (and matched by
  * request_id) whenever a LEND waits for its own. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -39,7 +40,7 @@ static uint32_t outstanding;            /* RETURN replies not read yet */
 static _Atomic uint64_t next_try_ns;    /* no connect attempt before this */
 static uint64_t backoff_ns = BACKOFF_MIN_NS;
 static uint64_t holdoff_ns;             /* no LEND before this (after a refusal) */
-static uint32_t last_daemon_pid;
+static uint64_t last_instance[2]; /* who answered last time: see instance_of() */
 static int ever_connected;
 static uint32_t gen_counter;
 static _Atomic uint32_t live_gen;       /* the instance whose ids we RETURN */
@@ -170,6 +171,52 @@ static void drain_replies_locked(void)
     }
 }
 
+/* The identity of the daemon process at the other end: its pid as we see it
+ * (SO_PEERCRED) and its start time from /proc, so a restarted daemon that got
+ * the same pid (pid 1 in a container, say) is still a new instance whose ids
+ * must never receive our old RETURNs. Without /proc, the socket file's inode
+ * stands in (a restarted daemon binds a new one). */
+static void instance_of(int s, const char *path, uint64_t out[2])
+{
+    struct ucred cr;
+    socklen_t len = sizeof cr;
+    out[0] = out[1] = 0;
+    if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 && cr.pid > 0) {
+        char name[40], buf[512];
+        out[0] = (uint64_t)cr.pid;
+        /* "/proc/%d/stat" by hand: no stdio in here. */
+        char digits[24], *d = zkn_fmt_u64(digits, (uint64_t)cr.pid);
+        size_t n = 0;
+        for (const char *q = "/proc/"; *q; q++)
+            name[n++] = *q;
+        while (*d)
+            name[n++] = *d++;
+        for (const char *q = "/stat"; *q; q++)
+            name[n++] = *q;
+        name[n] = '\0';
+        int fd = open(name, O_RDONLY | O_CLOEXEC);
+        ssize_t r = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        if (r > 0) {
+            buf[r] = '\0';
+            char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+            /* After ") ": state is field 3, starttime field 22. */
+            for (int field = 2; p && *p && field < 22; field++)
+                p = strchr(p + 1, ' ');
+            if (p && *p) {
+                uint64_t v = 0;
+                for (p++; *p >= '0' && *p <= '9'; p++)
+                    v = v * 10 + (uint64_t)(*p - '0');
+                out[1] = v;
+            }
+        }
+    }
+    struct stat st;
+    if (out[1] == 0 && stat(path, &st) == 0)
+        out[1] = ((uint64_t)st.st_dev << 32) ^ (uint64_t)st.st_ino;
+}
+
 static int connect_locked(void)
 {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -206,7 +253,9 @@ static int connect_locked(void)
     }
     hello = ok;
     atomic_store(&backing, ok.backing);
-    if (!ever_connected || ok.daemon_pid != last_daemon_pid) {
+    uint64_t inst[2];
+    instance_of(sock, path, inst);
+    if (!ever_connected || inst[0] != last_instance[0] || inst[1] != last_instance[1]) {
         /* A new instance: what the old one lent is ours to unmap, not to return. */
         if (++gen_counter == 0)
             gen_counter = 1;
@@ -218,7 +267,8 @@ static int connect_locked(void)
     if (ever_connected)
         atomic_fetch_add(&zkn_ctr.reconnects, 1);
     ever_connected = 1;
-    last_daemon_pid = ok.daemon_pid;
+    last_instance[0] = inst[0];
+    last_instance[1] = inst[1];
     outstanding = 0;
     backoff_ns = BACKOFF_MIN_NS;
     atomic_store(&connected, 1);
