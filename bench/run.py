@@ -260,6 +260,8 @@ class Runner:
         e.update(v.env)
         if v.lib:
             e["LD_PRELOAD"] = os.path.abspath(v.lib)
+        if v.expect == "zknalloc":
+            e["ZK_NALLOC_SHOW_STATS"] = "1"  # parsed below: proves where memory came from
         if v.expect == "zknalloc" or v.daemon:
             # Without a daemon: a socket path where nothing listens, so neither a
             # system nor a per-user daemon is used by accident.
@@ -284,6 +286,19 @@ class Runner:
         if "<jemalloc>" in err or "mimalloc: error" in err or "Invalid conf" in err:
             self.fail(v, prog, args, "allocator rejected its settings: %s" % err[-300:])
             return []
+        zst = {}
+        for line in err.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "zknalloc:" and parts[2].isdigit():
+                zst[parts[1]] = int(parts[2])
+        if v.expect == "zknalloc" and zst.get("misses", 0) > 0:
+            used = zst.get("daemon_lends", 0) > 0
+            if v.daemon and (not used or zst.get("fallbacks", 0) > 0):
+                self.fail(v, prog, args, "the daemon was not used (library stats: %s)" % zst)
+                return []
+            if not v.daemon and used:
+                self.fail(v, prog, args, "a daemon was used in the no-daemon variant")
+                return []
         lines = []
         for line in p.stdout.splitlines():
             line = line.strip()
@@ -291,6 +306,8 @@ class Runner:
                 d = json.loads(line)
                 d["variant"] = v.name
                 d["wall_s"] = wall
+                if zst:
+                    d["zk_stats"] = zst
                 if label:
                     d["case"] = label
                 lines.append(d)
@@ -897,7 +914,7 @@ def write_reports(runner, variants, mode, started, out):
 
     L.append("## All figures")
     L.append("")
-    L.append("Per case: median (min–max) in the unit shown, **ratio to floor** (the median of the per-repetition ratios: each repetition is followed by its floor in the same process). Huge: share of the "
+    L.append("Per case: median (min–max) in the unit shown, **ratio to floor** (the median of the per-repetition ratios: each repetition is followed by its floor in the same process). The zk-nalloc column is the library's own count (`ZK_NALLOC_SHOW_STATS=1`) for one process: large requests served from its cache, missed, lent by the daemon, mapped locally without a daemon; a +daemon run that fell back to local memory is reported as a failure. Huge: share of the "
              "live buffers mapped with 2 MiB pages while the last repetition held them "
              "(anonymous THP, or PMD-mapped shared memory).")
     for c in cases:
@@ -916,6 +933,8 @@ def write_reports(runner, variants, mode, started, out):
             extra_cols.append("huge")
         if d0["bench"] == "coldstart":
             extra_cols.append("process wall (ms)")
+        if any(d and d.get("zk_stats") for d in rows):
+            extra_cols.append("zk-nalloc: hits / misses / daemon lends / local maps")
         if d0["bench"] == "small":
             extra_cols.append("vs glibc")
         L.append("| allocator | measured | floor | " + " | ".join(extra_cols) + (" |" if extra_cols
@@ -942,6 +961,11 @@ def write_reports(runner, variants, mode, started, out):
                 elif col == "process wall (ms)":
                     w = [x * 1000 for x in d.get("wall_samples", [])]
                     row.append("%s (%s–%s)" % (num(med(w)), num(min(w)), num(max(w))) if w else "—")
+                elif col.startswith("zk-nalloc:"):
+                    z = d.get("zk_stats")
+                    row.append("%d / %d / %d / %d" % (z.get("hits", 0), z.get("misses", 0),
+                                                      z.get("daemon_lends", 0), z.get("fallbacks", 0))
+                               if z else "")
                 elif col == "vs glibc":
                     row.append("%.2fx" % (med(d["samples"]) / med(g["samples"])) if g else "—")
             L.append("| " + " | ".join(row) + " |")
