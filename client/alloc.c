@@ -15,7 +15,7 @@
  * wanted now, so extras cannot crowd the cache. */
 #define BATCH_BYTES ((uint64_t)64 << 20)
 
-/* Daemon misses per class so far: repeated misses ask for bigger batches. */
+/* Daemon lends per class so far: repeated misses ask for bigger batches. */
 static _Atomic uint32_t class_lends[ZKN_CLASS_COUNT];
 
 static void *libc_large(size_t size, size_t align, int zero)
@@ -32,7 +32,7 @@ static void *libc_large(size_t size, size_t align, int zero)
 
 static int batch_for(int c)
 {
-    uint32_t k = atomic_fetch_add_explicit(&class_lends[c], 1, memory_order_relaxed);
+    uint32_t k = atomic_load_explicit(&class_lends[c], memory_order_relaxed);
     uint64_t size = zkn_win.cls[c].size;
     uint64_t budget = zkn_cache_cap / 4 < BATCH_BYTES ? zkn_cache_cap / 4 : BATCH_BYTES;
     uint64_t n = (uint64_t)1 << (k < 4 ? k : 4);
@@ -49,6 +49,7 @@ static uint32_t miss(int c, int zero, int *clean)
     if (zkn_daemon_preferred(c)) {
         int n = zkn_daemon_lend(c, batch_for(c), zero, got);
         if (n > 0) {
+            atomic_fetch_add_explicit(&class_lends[c], 1, memory_order_relaxed);
             for (int i = 1; i < n; i++) {
                 atomic_store(&zkn_win.cls[c].slots[got[i]].state, SLOT_CACHED);
                 zkn_cache_put(c, got[i]);
@@ -62,7 +63,7 @@ static uint32_t miss(int c, int zero, int *clean)
     return zkn_region_new_local(c);
 }
 
-static void *large_alloc(size_t size, size_t align, int zero)
+static void *large_alloc_inner(size_t size, size_t align, int zero)
 {
     int c;
     /* Past 128 TiB no Linux user address space (4-level paging) can hold
@@ -90,6 +91,17 @@ static void *large_alloc(size_t size, size_t align, int zero)
     atomic_store_explicit(&s->state, SLOT_LIVE, memory_order_release);
     atomic_fetch_add_explicit(&zkn_ctr.bytes_live, zkn_win.cls[c].size, memory_order_relaxed);
     return zkn_slot_addr(c, idx);
+}
+
+/* Large requests leave errno alone on success, whatever the syscalls on the
+ * way did (a failed connect to an absent daemon, say), and set ENOMEM on
+ * failure. */
+static void *large_alloc(size_t size, size_t align, int zero)
+{
+    int saved = errno;
+    void *p = large_alloc_inner(size, align, zero);
+    errno = p ? saved : ENOMEM;
+    return p;
 }
 
 /* Checks that p starts a live block of class c; returns its slot. */
@@ -124,10 +136,7 @@ void *zkn_malloc(size_t size)
 {
     if (size < SMALL_LIMIT)
         return zkn_libc_malloc(size);
-    void *p = large_alloc(size, 0, 0);
-    if (!p)
-        errno = ENOMEM;
-    return p;
+    return large_alloc(size, 0, 0);
 }
 
 void *zkn_calloc(size_t n, size_t size)
@@ -139,10 +148,7 @@ void *zkn_calloc(size_t n, size_t size)
     }
     if (total < SMALL_LIMIT)
         return zkn_libc_calloc(n, size);
-    void *p = large_alloc(total, 0, 1);
-    if (!p)
-        errno = ENOMEM;
-    return p;
+    return large_alloc(total, 0, 1);
 }
 
 void *zkn_aligned_alloc(size_t alignment, size_t size)
@@ -153,10 +159,7 @@ void *zkn_aligned_alloc(size_t alignment, size_t size)
     }
     if (size < SMALL_LIMIT)
         return zkn_libc_memalign(alignment, size);
-    void *p = large_alloc(size, alignment, 0);
-    if (!p)
-        errno = ENOMEM;
-    return p;
+    return large_alloc(size, alignment, 0);
 }
 
 void zkn_free(void *ptr)
