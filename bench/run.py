@@ -473,7 +473,8 @@ def bench_all(runner, variants, plan):
 
     def coldstart(v):
         rows = []
-        for _ in range(cold["runs"]):
+        # zk-nalloc+daemon runs take ~0.1 s, so it gets more of them (a tighter interval)
+        for _ in range(cold["runs"] * (2 if v.daemon else 1)):
             rows += runner.run(v, "coldstart", [1024, 128], record=False)
         progress(runner.merge(rows))
         if v.name in cold["idle_variants"]:
