@@ -710,6 +710,23 @@ START_TEST(release_and_soften_while_threads_allocate)
 }
 END_TEST
 
+START_TEST(errno_untouched_on_success)
+{
+    /* The first large request tries (and fails) to reach a daemon, maps
+     * memory, advises it; none of that may show in errno. */
+    errno = 4242;
+    void *p = zkn_malloc(3 * MiB);
+    ck_assert_ptr_nonnull(p);
+    ck_assert_int_eq(errno, 4242);
+    void *q = zkn_calloc(1, 200 * KiB);
+    ck_assert_int_eq(errno, 4242);
+    zkn_free(p);
+    zkn_free(q);
+    zkn_release_cache();
+    ck_assert_int_eq(errno, 4242);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_basic");
@@ -722,6 +739,7 @@ static Suite *suite(void)
     tcase_add_test(t, freed_block_is_reused_by_the_same_thread);
     tcase_add_test(t, calloc_is_zero_after_dirty_reuse);
     tcase_add_test(t, calloc_overflow_is_enomem);
+    tcase_add_test(t, errno_untouched_on_success);
     tcase_add_test(t, realloc_across_boundaries);
     tcase_add_test(t, realloc_grow_many_times);
     tcase_add_test(t, alignment_contracts);
