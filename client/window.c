@@ -17,10 +17,12 @@
 struct zkn_window zkn_win;
 pthread_mutex_t zkn_glock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Past this many slots a class's sub-window is not fully used: a million
- * live blocks of one class is far beyond any prover, and the state array
- * stays small. */
-#define MAX_SLOTS_PER_CLASS (1u << 20)
+/* Past this many slots a class's sub-window is not fully used (blocks past
+ * it go to libc): 131072 live blocks of one class (8 GiB of the smallest) is
+ * far beyond a prover's needs, and it keeps the state array at 59 MiB of
+ * address space (touched only as slots are used; it is charged as commit
+ * only under vm.overcommit_memory=2). */
+#define MAX_SLOTS_PER_CLASS (1u << 17)
 
 static unsigned ceil_log2(uint64_t v)
 {
