@@ -609,6 +609,8 @@ def machine_info():
         "thp_defrag": read(thp + "defrag", "n/a"),
         "hugetlb_pages": next((l.split()[1] for l in read("/proc/meminfo").splitlines()
                                if l.startswith("HugePages_Total:")), "n/a"),
+        "free_page_reporting_order": read("/sys/module/page_reporting/parameters/page_reporting_order",
+                                          "n/a (no free page reporting)"),
         "packages": pkgs,
         "commit": commit,
         "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -826,8 +828,9 @@ def write_reports(runner, variants, mode, started, out):
     L.append("| | |")
     L.append("|---|---|")
     for k in ("cpu", "cores", "memory_gib", "kernel", "virtualized", "thp_enabled",
-              "thp_shmem_enabled", "thp_defrag", "hugetlb_pages", "packages"):
-        L.append("| %s | %s |" % (k, m[k]))
+              "thp_shmem_enabled", "thp_defrag", "hugetlb_pages", "free_page_reporting_order",
+              "packages"):
+        L.append("| %s | %s |" % (k, m.get(k, "?")))
     if getattr(runner, "load_start", None):
         L.append("| load average (1, 5, 15 min) at start / end | %s / %s |" % (runner.load_start,
                                                                           m["loadavg"]))
