@@ -12,6 +12,12 @@
 #ifndef MADV_HUGEPAGE
 #define MADV_HUGEPAGE 14
 #endif
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 #ifndef MREMAP_DONTUNMAP
 #define MREMAP_DONTUNMAP 4
 #endif
@@ -148,9 +154,21 @@ int zkn_region_privatize(int c, uint32_t idx)
     struct zkn_slot *s = &zkn_win.cls[c].slots[idx];
     uint64_t size = zkn_win.cls[c].size;
     char *p = zkn_slot_addr(c, idx);
-    void *tmp = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    /* Measured on the test VM, 512 MiB lent by a daemon, time until fork()
+     * returns in the parent (best/median of 3, runs 1.5 s apart):
+     *   4 KiB pages, faulted by the copy            412 / 433 ms
+     *   4 KiB pages, MADV_POPULATE_WRITE first      291 / 313 ms
+     *   2 MiB pages (aligned, MADV_HUGEPAGE)        1139 / 1469 ms
+     *   2 MiB pages, populated first                149 / 1513 ms
+     * Huge pages copy fastest when free ones are at hand (80-100 ms in
+     * back-to-back runs) but fresh ones cost up to 2 s here; the parent is
+     * blocked meanwhile and a forked child often just execs, so the copy
+     * takes populated 4 KiB pages. The source's page tables are filled in
+     * one call too (Linux 5.14+; without either call the copy just faults). */
+    char *tmp = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (tmp != MAP_FAILED) {
-        advise_huge(tmp, size); /* may not take (tmp is not 2 MiB aligned); harmless */
+        (void)madvise(tmp, size, MADV_POPULATE_WRITE);
+        (void)madvise(p, size, MADV_POPULATE_READ);
         memcpy(tmp, p, size);
         if (mremap(tmp, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, p) != MAP_FAILED)
             goto done;
