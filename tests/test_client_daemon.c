@@ -524,6 +524,54 @@ START_TEST(release_while_threads_use_daemon_regions)
 }
 END_TEST
 
+/* Waits until a miss reconnects to the daemon at daemon_.sock. */
+static int reconnect(void)
+{
+    for (int tries = 0; tries < 60; tries++) {
+        void *r = zkn_malloc(11 * MiB + (size_t)tries * 2 * MiB); /* a new class each time */
+        int ok = stats().daemon_connected == 1;
+        zkn_free(r);
+        if (ok)
+            return 1;
+        sleep_ms(100);
+    }
+    return 0;
+}
+
+START_TEST(one_log_line_at_most)
+{
+    char path[sizeof daemon_.sock], logf[] = "/tmp/zkn-log-XXXXXX";
+    memcpy(path, daemon_.sock, sizeof path);
+    int fd = mkstemp(logf);
+    ck_assert_int_ge(fd, 0);
+    int saved = dup(2);
+    dup2(fd, 2);
+    for (int round = 0; round < 2; round++) {
+        void *p = zkn_malloc(3 * MiB);
+        ck_assert_uint_eq(stats().daemon_connected, 1);
+        zkn_test_daemon_kill(&daemon_);
+        void *q = zkn_malloc(5 * MiB + (size_t)round * MiB * 4); /* notices the loss */
+        ck_assert_ptr_nonnull(q);
+        zkn_free(p);
+        zkn_free(q);
+        ck_assert_int_eq(zkn_test_daemon_start_at(&daemon_, path, NULL), 0);
+        ck_assert(reconnect());
+    }
+    dup2(saved, 2);
+    close(saved);
+    char buf[4096];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    unlink(logf);
+    buf[n > 0 ? n : 0] = '\0';
+    int lines = 0; /* the library's lines, not the daemons' ("zknallocd: ...") */
+    for (char *l = buf; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
+        lines += strncmp(l, "zknalloc: ", 10) == 0;
+    ck_assert_msg(lines == 1, "%d log lines: %s", lines, buf);
+    ck_assert_uint_eq(stats().reconnects, 2);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_daemon");
@@ -538,6 +586,7 @@ static Suite *suite(void)
     tcase_add_test(t, daemon_killed_mid_run_then_replaced);
     tcase_add_test(t, old_daemon_regions_are_not_returned_to_a_new_one);
     tcase_add_test(t, hung_daemon_times_out);
+    tcase_add_test(t, one_log_line_at_most);
     tcase_add_test(t, over_the_cap_regions_go_back);
     tcase_add_test(t, threads_share_daemon_regions);
     tcase_add_test(t, release_while_threads_use_daemon_regions);
