@@ -61,10 +61,18 @@ static void sleep_ms(long ms)
         ;
 }
 
+/* A failing check exits the test process: take the daemon along. */
+static void kill_daemon_at_exit(void)
+{
+    zkn_test_daemon_kill(&daemon_);
+    zkn_test_daemon_cleanup(&daemon_);
+}
+
 static void start_daemon(void)
 {
     ck_assert_msg(zkn_test_daemon_start(&daemon_, NULL) == 0, "cannot start zknallocd (%s)",
                   zkn_test_build_path("zknallocd"));
+    atexit(kill_daemon_at_exit);
 }
 
 static void stop_daemon(void)
@@ -544,6 +552,7 @@ START_TEST(one_log_line_at_most)
     memcpy(path, daemon_.sock, sizeof path);
     int fd = mkstemp(logf);
     ck_assert_int_ge(fd, 0);
+    unlink(logf); /* read back through fd */
     int saved = dup(2);
     dup2(fd, 2);
     for (int round = 0; round < 2; round++) {
@@ -562,7 +571,6 @@ START_TEST(one_log_line_at_most)
     char buf[4096];
     ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
     close(fd);
-    unlink(logf);
     buf[n > 0 ? n : 0] = '\0';
     int lines = 0; /* the library's lines, not the daemons' ("zknallocd: ...") */
     for (char *l = buf; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
