@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -100,11 +101,19 @@ int zkn_window_reserve(void)
 {
     /* 128 GiB per class (8.5 TiB of address space, no memory) first; smaller
      * windows where the address space is limited (ulimit -v, sanitizers):
-     * classes whose stride no longer fits go to libc. */
-    static const unsigned shifts[] = {37, 34, 31, 28};
-    for (size_t i = 0; i < sizeof shifts / sizeof shifts[0]; i++)
-        if (try_reserve(shifts[i]) == 0)
+     * classes whose stride no longer fits go to libc. Under an RLIMIT_AS
+     * the window takes at most a quarter of it, since the reservation counts
+     * against the limit and the program needs the rest. */
+    static const unsigned shifts[] = {37, 34, 31, 28, 26};
+    uint64_t budget = UINT64_MAX;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        budget = (uint64_t)rl.rlim_cur / 4;
+    for (size_t i = 0; i < sizeof shifts / sizeof shifts[0]; i++) {
+        uint64_t need = ((uint64_t)ZKN_CLASS_COUNT + 1) << shifts[i]; /* + alignment slack */
+        if (need <= budget && try_reserve(shifts[i]) == 0)
             return 0;
+    }
     return -1;
 }
 

@@ -727,6 +727,34 @@ START_TEST(errno_untouched_on_success)
 }
 END_TEST
 
+START_TEST(small_window_under_a_limit)
+{
+#if defined(__SANITIZE_ADDRESS__)
+    printf("small_window_under_a_limit: skipped (ASan cannot run under RLIMIT_AS)\n");
+    ck_assert(1);
+#else
+    /* 32 GiB of address space: the window takes at most a quarter, so it
+     * serves the smaller classes and leaves big blocks to libc. */
+    struct rlimit rl = {.rlim_cur = 32ull << 30, .rlim_max = 32ull << 30};
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &rl), 0);
+    void *p = zkn_malloc(3 * MiB);
+    ck_assert_uint_eq(zkn_usable_size(p), 4 * MiB); /* a class: ours */
+    void *q = zkn_malloc(200 * MiB);
+    ck_assert_ptr_nonnull(q);
+    memset(q, 1, 200 * MiB);
+    struct zkn_stats s = stats();
+    ck_assert_uint_eq(s.misses, 1);
+    ck_assert_uint_eq(s.libc_fallbacks, 1);
+    /* And the program keeps most of its address space. */
+    void *r = zkn_malloc(12ull << 30);
+    ck_assert_ptr_nonnull(r);
+    zkn_free(r);
+    zkn_free(q);
+    zkn_free(p);
+#endif
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_basic");
@@ -759,6 +787,7 @@ static Suite *suite(void)
     tcase_add_test(t, release_and_soften_while_threads_allocate);
     tcase_add_test(t, fork_writes_stay_apart);
     tcase_add_test(t, no_window_goes_to_libc);
+    tcase_add_test(t, small_window_under_a_limit);
     tcase_add_test(t, show_stats_at_exit);
     tcase_add_test(t, no_fd_leaks);
     suite_add_tcase(s, t);
