@@ -2,7 +2,7 @@
  *
  * Map of the library:
  *   libc_alloc.h   how glibc's own allocator is reached (drop-in or not)
- *   init.c         lazy one-time setup: config, window, atfork, thread key
+ *   init.c         lazy one-time setup: config, window, thread key
  *   window.c       the reserved address window, its slots and slot states
  *   region.c       what backs a slot: private anonymous or a daemon memfd
  *   cache.c        per-thread and shared caches of free regions, the cap
@@ -121,7 +121,7 @@ uint32_t zkn_region_map_fd(int c, int fd, uint64_t id, int clean, uint32_t gen);
 /* Unmaps a region (slot back to PROT_NONE), frees the slot and, for a region
  * of the live daemon, queues its RETURN. */
 void zkn_region_release(int c, uint32_t idx);
-/* Makes a dirty region all zero, whichever way is cheaper for its backing. */
+/* Makes a dirty region all zero (memset: measured cheapest, see region.c). */
 void zkn_region_zero(int c, uint32_t idx);
 /* MADV_FREE for a private cached region (contents become undefined). */
 void zkn_region_soften(int c, uint32_t idx);
