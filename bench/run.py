@@ -1072,7 +1072,9 @@ def chart(runner, variants, out, by, cases, ratio_cases):
             vals = []
             for n in names:
                 d = by.get((c, n))
-                vals.append("%.4f" % (med(g["samples"]) / med(d["samples"])) if d else "?")
+                pr = d.get("vs_glibc_paired") if d else None
+                vals.append(("%.4f" % (1 / med(pr) if pr else med(g["samples"]) / med(d["samples"])))
+                            if d else "?")
             f.write('"small <64K (vs glibc)" %s\n' % " ".join(vals))
     palette = {"glibc": "#444444", "glibc+thp": "#999999", "jemalloc": "#1f5fa8",
                "jemalloc+thp": "#7fb0e6", "mimalloc": "#2e8b57", "mimalloc+thp": "#98d8a8",
