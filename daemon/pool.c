@@ -149,6 +149,7 @@ static void job_done(uv_work_t *req, int status)
         j->err = -ECANCELED;
     switch (j->kind) {
     case JOB_ZERO:
+        rlist_remove(&p->zeroing, j->r);
         p->zero_inflight--;
         p->busy_bytes -= j->r->size;
         p->idle_bytes -= j->r->size;
@@ -240,6 +241,7 @@ static void schedule_zeroing(struct pool *p)
         }
         p->zero_inflight++;
         p->busy_bytes += r->size;
+        rlist_push(&p->zeroing, r);
     }
 }
 
@@ -325,6 +327,8 @@ void pool_for_each_idle(struct pool *p, void (*fn)(void *ctx, struct region *r, 
             for (struct region *r = part->dirty[c].head; r; r = r->next)
                 fn(ctx, r, 0);
         }
+    for (struct region *r = p->zeroing.head; r; r = r->next)
+        fn(ctx, r, 0);
 }
 
 void pool_prewarm(struct pool *p, int size_class, uint32_t count)

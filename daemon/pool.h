@@ -38,6 +38,7 @@ struct pool {
     uint64_t idle_bytes;   /* clean + dirty + being zeroed */
     uint64_t lent_bytes;
     uint64_t busy_bytes;   /* being zeroed */
+    struct region_list zeroing; /* regions a worker is zeroing right now */
     uint32_t zero_inflight;
     uint32_t jobs_inflight; /* every worker job, for shutdown */
     uint64_t created, destroyed, zeroed, lends, returns, reclaimed, trimmed_bytes, decayed;
@@ -78,7 +79,8 @@ void pool_prewarm(struct pool *p, int size_class, uint32_t count);
  * cap it is destroyed. Returns 0 when pooled. */
 int pool_adopt(struct pool *p, struct region *r, uid_t uid, int clean);
 
-/* Calls fn for every idle region (clean or dirty), e.g. to save them. */
+/* Calls fn for every idle region (clean, dirty, or being zeroed: those
+ * count as dirty), e.g. to save them. */
 void pool_for_each_idle(struct pool *p, void (*fn)(void *ctx, struct region *r, int clean),
                         void *ctx);
 
