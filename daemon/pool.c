@@ -298,6 +298,15 @@ void pool_give_back(struct pool *p, struct region *r)
     schedule_zeroing(p);
 }
 
+void pool_forget(struct pool *p, struct region *r)
+{
+    p->lent_bytes -= r->size;
+    p->cls[r->size_class].lent--;
+    r->holder = NULL;
+    p->forgotten++;
+    destroy_region(p, r);
+}
+
 int pool_adopt(struct pool *p, struct region *r, uid_t uid, int clean)
 {
     struct partition *part = partition_of(p, uid, 1);

@@ -43,6 +43,7 @@ struct pool {
     uint32_t jobs_inflight; /* every worker job, for shutdown */
     uint64_t created, destroyed, zeroed, lends, returns, reclaimed, trimmed_bytes, decayed;
     uint64_t restored, saved;
+    uint64_t forgotten;    /* lent regions let go of without reuse (pool_forget) */
     uint64_t refusals[POOL_REFUSAL_SLOTS];
     const char *pressure_source; /* "psi", "simulated" or NULL (off) */
     uint64_t pressure_events, pressure_trimmed_bytes;
@@ -70,6 +71,12 @@ int pool_create_for_lend(struct pool *p, uid_t uid, int size_class, pool_created
 /* A lent region comes back (RETURN or a dead client): pooled dirty and zeroed
  * in the background, or destroyed past the pool cap. */
 void pool_give_back(struct pool *p, struct region *r);
+
+/* A lent region that another process may still map (a holder's fork child,
+ * a holder whose liveness cannot be known): the daemon lets go of it without
+ * zeroing, pooling or lending it again; the memory lives on in whatever still
+ * maps it and the kernel frees it with the last mapping. */
+void pool_forget(struct pool *p, struct region *r);
 
 /* Starts creating count warm, clean regions of the class for any uid. */
 void pool_prewarm(struct pool *p, int size_class, uint32_t count);

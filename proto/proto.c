@@ -37,6 +37,7 @@ const char *zkn_err_name(uint32_t code)
     case ZKN_E_UNEXPECTED_FD: return "unexpected_fd";
     case ZKN_E_BUSY: return "busy";
     case ZKN_E_DENIED: return "denied";
+    case ZKN_E_NOT_WARM: return "not_warm";
     default: return "unknown";
     }
 }

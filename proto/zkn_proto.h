@@ -9,8 +9,11 @@
 #include <stdint.h>
 
 #define ZKN_PROTO_MAGIC 0x314e4b5au /* "ZKN1" read as little-endian bytes */
-#define ZKN_PROTO_VERSION 1u
-#define ZKN_PROTO_MIN_VERSION 1u
+/* Version 2: LEND never waits for a region to be made (ERROR not_warm), and
+ * RETURN can FORGET regions another process may still map. A version 1 peer
+ * would re-lend such regions, so version 1 is no longer spoken. */
+#define ZKN_PROTO_VERSION 2u
+#define ZKN_PROTO_MIN_VERSION 2u
 
 /* Limits both sides enforce. A frame is one SOCK_SEQPACKET message. */
 #define ZKN_MAX_FRAME 65536u          /* header + payload */
@@ -47,6 +50,7 @@ enum zkn_err_code {
     ZKN_E_UNEXPECTED_FD = 9, /* a client sent file descriptors */
     ZKN_E_BUSY = 10,         /* too many clients or requests in flight */
     ZKN_E_DENIED = 11,       /* the request needs the daemon's uid or root */
+    ZKN_E_NOT_WARM = 12,     /* no region of the class is ready now; the daemon prepares some */
 };
 
 /* All integers are in host byte order: both peers share one host. */
@@ -106,9 +110,11 @@ struct zkn_regions {
 };
 
 /* RETURN payload: this, then count uint64 ids. */
+#define ZKN_RETURN_FORGET 1u /* another process may still map these (a fork child):
+                                close them, never zero, pool or re-lend them */
 struct zkn_return {
     uint32_t count;
-    uint32_t reserved;
+    uint32_t flags; /* ZKN_RETURN_* */
 };
 
 struct zkn_return_ok {
