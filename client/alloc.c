@@ -41,21 +41,46 @@ static int batch_for(int c)
     return (int)(n > ZKN_MAX_REGIONS_PER_REPLY ? ZKN_MAX_REGIONS_PER_REPLY : n);
 }
 
+/* Maps what the daemon lent: the first into a slot for the caller (state
+ * SLOT_BUSY), the rest into the cache. Under zkn_fork_lock (read). */
+static uint32_t map_lent(int c, const struct zkn_lent *got, int n, uint32_t gen)
+{
+    uint32_t first = UINT32_MAX;
+    int unmapped = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t idx = zkn_region_map_fd(c, got[i].fd, got[i].id, got[i].clean, gen);
+        if (idx == UINT32_MAX) {
+            zkn_daemon_queue_return(got[i].id, gen); /* never mapped: straight back */
+            unmapped = 1;
+        } else if (first == UINT32_MAX) {
+            first = idx;
+        } else {
+            atomic_store(&zkn_win.cls[c].slots[idx].state, SLOT_CACHED);
+            zkn_cache_put(c, idx);
+        }
+    }
+    if (unmapped)
+        zkn_daemon_flush_returns(0);
+    return first;
+}
+
 /* A region for a miss: daemon first (when it is the better source for this
- * class), else private memory. State SLOT_BUSY; *clean when all zero. */
+ * class), else private memory. State SLOT_BUSY; *clean when all zero. Called
+ * under zkn_fork_lock (read), which it lets go of while the daemon answers. */
 static uint32_t miss(int c, int zero, int *clean)
 {
-    uint32_t got[ZKN_MAX_REGIONS_PER_REPLY];
     if (zkn_daemon_preferred(c)) {
-        int n = zkn_daemon_lend(c, batch_for(c), zero, got);
-        if (n > 0) {
+        struct zkn_lent got[ZKN_MAX_REGIONS_PER_REPLY];
+        uint32_t gen = 0;
+        pthread_rwlock_unlock(&zkn_fork_lock);
+        int n = zkn_daemon_lend(c, batch_for(c), zero, got, &gen);
+        pthread_rwlock_rdlock(&zkn_fork_lock);
+        uint32_t idx = n > 0 ? map_lent(c, got, n, gen) : UINT32_MAX;
+        if (n > 0)
             atomic_fetch_add_explicit(&class_lends[c], 1, memory_order_relaxed);
-            for (int i = 1; i < n; i++) {
-                atomic_store(&zkn_win.cls[c].slots[got[i]].state, SLOT_CACHED);
-                zkn_cache_put(c, got[i]);
-            }
-            *clean = (zkn_win.cls[c].slots[got[0]].flags & SLOT_F_CLEAN) != 0;
-            return got[0];
+        if (idx != UINT32_MAX) {
+            *clean = (zkn_win.cls[c].slots[idx].flags & SLOT_F_CLEAN) != 0;
+            return idx;
         }
         atomic_fetch_add_explicit(&zkn_ctr.fallbacks, 1, memory_order_relaxed);
     }
@@ -72,8 +97,10 @@ static void *large_alloc_inner(size_t size, size_t align, int zero)
         return NULL;
     if (!zkn_init() || (c = zkn_class_for(size, align)) < 0)
         return libc_large(size, align, zero);
+    zkn_fork_check();
     uint8_t flags;
     int clean;
+    pthread_rwlock_rdlock(&zkn_fork_lock);
     uint32_t idx = zkn_cache_get(c, &flags);
     if (idx != UINT32_MAX) {
         atomic_fetch_add_explicit(&zkn_ctr.hits, 1, memory_order_relaxed);
@@ -81,14 +108,18 @@ static void *large_alloc_inner(size_t size, size_t align, int zero)
     } else {
         atomic_fetch_add_explicit(&zkn_ctr.misses, 1, memory_order_relaxed);
         idx = miss(c, zero, &clean);
-        if (idx == UINT32_MAX)
+        if (idx == UINT32_MAX) {
+            pthread_rwlock_unlock(&zkn_fork_lock);
             return libc_large(size, align, zero); /* class full or out of mappings */
+        }
     }
     struct zkn_slot *s = &zkn_win.cls[c].slots[idx];
-    if (zero && !clean)
-        zkn_region_zero(c, idx);
     s->flags &= (uint8_t)~SLOT_F_CLEAN; /* the program may write from now on */
     atomic_store_explicit(&s->state, SLOT_LIVE, memory_order_release);
+    pthread_rwlock_unlock(&zkn_fork_lock);
+    /* Zeroed after the lock: a fork meanwhile snapshots a live block. */
+    if (zero && !clean)
+        zkn_region_zero(c, idx);
     atomic_fetch_add_explicit(&zkn_ctr.bytes_live, zkn_win.cls[c].size, memory_order_relaxed);
     return zkn_slot_addr(c, idx);
 }
@@ -122,13 +153,16 @@ static void large_free(int c, const void *p, const char *fn)
     uint32_t idx = zkn_slot_of(c, p, &exact);
     if (idx == UINT32_MAX || !exact)
         zkn_die_bad_pointer(fn, p, "invalid pointer (not the start of a block)");
+    zkn_fork_check();
     uint8_t expect = SLOT_LIVE;
+    int saved = errno;
+    pthread_rwlock_rdlock(&zkn_fork_lock);
     /* The exchange makes two racing frees of one block fail loudly too. */
     if (!atomic_compare_exchange_strong(&zkn_win.cls[c].slots[idx].state, &expect, SLOT_CACHED))
         zkn_die_bad_pointer(fn, p, "double free or pointer to a block that is not live");
-    int saved = errno;
     atomic_fetch_sub_explicit(&zkn_ctr.bytes_live, zkn_win.cls[c].size, memory_order_relaxed);
     zkn_cache_put(c, idx);
+    pthread_rwlock_unlock(&zkn_fork_lock);
     errno = saved;
 }
 
@@ -232,11 +266,15 @@ void *zkn_realloc(void *ptr, size_t size)
     if (nc == c || (nc >= 0 && nc < c && size >= old / 2))
         return ptr;
     if (nc > c) {
+        pthread_rwlock_rdlock(&zkn_fork_lock);
         uint32_t nidx = zkn_region_move_grow(c, idx, nc);
         if (nidx != UINT32_MAX) {
             zkn_region_release(c, idx); /* the emptied old slot */
             atomic_store_explicit(&zkn_win.cls[nc].slots[nidx].state, SLOT_LIVE,
                                   memory_order_release);
+        }
+        pthread_rwlock_unlock(&zkn_fork_lock);
+        if (nidx != UINT32_MAX) {
             atomic_fetch_add_explicit(&zkn_ctr.bytes_live, zkn_win.cls[nc].size - old,
                                       memory_order_relaxed);
             return zkn_slot_addr(nc, nidx);
@@ -250,12 +288,21 @@ void *zkn_realloc(void *ptr, size_t size)
     return n;
 }
 
+static void drain(int soften)
+{
+    zkn_fork_check();
+    pthread_rwlock_rdlock(&zkn_fork_lock);
+    zkn_cache_drain(soften);
+    pthread_rwlock_unlock(&zkn_fork_lock);
+    zkn_daemon_flush_returns(1);
+}
+
 void zkn_soften_cache(void)
 {
-    zkn_cache_drain(1);
+    drain(1);
 }
 
 void zkn_release_cache(void)
 {
-    zkn_cache_drain(0);
+    drain(0);
 }

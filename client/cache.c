@@ -315,7 +315,6 @@ void zkn_cache_drain(int soften)
             zkn_region_release(c, idx);
         }
     }
-    zkn_daemon_flush_returns(1);
 }
 
 void zkn_cache_thread_exit(void *arg)

@@ -1,16 +1,25 @@
-/* The process's one connection to zknallocd (proto/PROTOCOL.md).
+/* The process's one connection to zknallocd (proto/PROTOCOL.md): transport
+ * only. It hands lent regions to its caller as {fd, id, clean}; mapping them
+ * is the caller's business (alloc.c).
  *
- * Connected lazily by the first large miss; every wait is bounded by poll()
- * timeouts, and any error, timeout or EOF counts as "daemon down": the caller
- * then maps private memory, and the next attempt waits out an exponential
- * backoff (1 s doubling to 30 s), so a missing daemon costs one failed
- * connect() a second at most.
+ * The daemon is an optimisation, so nothing here makes a caller wait for it
+ * beyond a few milliseconds, and no lock is held while waiting:
+ *   - dlock guards the socket and this file's state, and is only ever held
+ *     for non-blocking socket calls. A thread waiting for a reply polls with
+ *     dlock released, so frees, other threads' misses, zkn_release_cache()
+ *     and fork() never queue behind a LEND.
+ *   - One request waits at a time; another thread's miss meanwhile just uses
+ *     private memory. Whoever reads a frame delivers it: the waiter's reply
+ *     lands in a mailbox, late replies are handled when they come (a late
+ *     REGIONS is returned at once, a late HELLO_OK completes the session).
+ *   - A daemon that does not answer within HELLO_WAIT_MS / LEND_WAIT_MS (a
+ *     healthy round trip is ~30 us) is left alone for a quiet period that
+ *     doubles up to QUIET_MAX_NS, during which a miss costs one atomic load.
+ *     A missing daemon (connect fails) is retried on the same schedule.
  *
- * Each daemon instance gets a generation number, stamped on every region it lends. Regions of an instance that is
- * gone stay valid here (the memfd pages live as long as they are mapped) and
- * are unmapped without a RETURN when freed. RETURNs are queued and sent in
- * batches without waiting; their replies are read (and matched by
- * request_id) whenever a LEND waits for its own. */
+ * Each daemon instance gets a generation number, stamped on every region it
+ * lends. Regions of an instance that is gone stay valid here (the memfd pages
+ * live as long as they are mapped) and are unmapped without a RETURN. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -25,32 +34,53 @@
 #include "wire.h"
 #include "zkn_proto.h"
 
-#define HELLO_TIMEOUT_MS 1000
-#define BACKOFF_MIN_NS 1000000000ull
-#define BACKOFF_MAX_NS 30000000000ull
+#define HELLO_WAIT_MS 20
+#define LEND_WAIT_MS 20
+#define POLL_SLICE_MS 1 /* another thread may read our reply: look again this often */
+#define QUIET_MIN_NS 250000000ull
+#define QUIET_MAX_NS 4000000000ull
 #define REFUSAL_HOLDOFF_NS 200000000ull /* after client_cap/nomem/busy */
+#define NOT_WARM_HOLDOFF_NS 20000000ull /* the daemon prepares the class meanwhile */
 #define QUEUE_MAX 4096
 
-static pthread_mutex_t dlock = PTHREAD_MUTEX_INITIALIZER; /* the socket and its state */
+static pthread_mutex_t dlock = PTHREAD_MUTEX_INITIALIZER;
 static int sock = -1;
-static _Atomic int connected;
+static uint32_t epoch;                /* bumped whenever sock closes */
+static pid_t owner_pid;               /* the process that opened sock */
+static _Atomic int connected;         /* HELLO_OK received */
+static uint32_t hello_rid;            /* HELLO sent, reply not yet read */
 static struct zkn_hello_ok hello;
 static uint32_t next_req = 1;
-static uint32_t outstanding;            /* RETURN replies not read yet */
-static _Atomic uint64_t next_try_ns;    /* no connect attempt before this */
-static uint64_t backoff_ns = BACKOFF_MIN_NS;
-static uint64_t holdoff_ns;             /* no LEND before this (after a refusal) */
-static uint64_t last_instance[2]; /* who answered last time: see instance_of() */
+static uint32_t outstanding;          /* RETURN replies not read yet */
+static _Atomic uint64_t quiet_until;  /* no connect or LEND before this */
+static uint64_t quiet_ns = QUIET_MIN_NS;
+static uint64_t class_holdoff[ZKN_CLASS_COUNT]; /* no LEND of the class before this */
+static uint64_t last_instance[2];     /* who answered last time: see instance_of() */
 static int ever_connected;
 static uint32_t gen_counter;
-static _Atomic uint32_t live_gen;       /* the instance whose ids we RETURN */
+static _Atomic uint32_t live_gen;     /* the instance whose ids we RETURN */
 static _Atomic uint32_t backing;
+static int waiting;                   /* a thread waits for a reply (at most one) */
+static char link_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 
-/* The RETURN queue: ids of unmapped regions of generation q_gen. */
+/* The LEND reply being waited for, or a late one to give back. */
+static uint32_t lend_rid;             /* in flight; 0: none */
+static int lend_abandoned;            /* its waiter gave up: return what comes */
+static int mb_ready;
+static size_t mb_len, mb_nfds;
+static char mb_buf[sizeof(struct zkn_hdr) + sizeof(struct zkn_regions) +
+                   ZKN_MAX_REGIONS_PER_REPLY * sizeof(struct zkn_region_desc)];
+static int mb_fds[ZKN_MAX_REGIONS_PER_REPLY];
+
+/* Ids to hand back: RETURN (unmapped) and RETURN FORGET (a fork child may
+ * map them), both of generation q_gen. */
 static pthread_mutex_t qlock = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t q_ids[QUEUE_MAX];
-static _Atomic uint32_t q_n;
-static uint32_t q_gen;
+struct idqueue {
+    uint64_t ids[QUEUE_MAX];
+    _Atomic uint32_t n;
+    uint32_t gen;
+};
+static struct idqueue returns, forgets;
 
 int zkn_daemon_connected(void)
 {
@@ -62,15 +92,33 @@ int zkn_daemon_gen_current(uint32_t gen)
     return gen != 0 && gen == atomic_load_explicit(&live_gen, memory_order_relaxed);
 }
 
+uint32_t zkn_daemon_backing(void)
+{
+    return atomic_load_explicit(&backing, memory_order_relaxed);
+}
+
 int zkn_daemon_preferred(int c)
 {
     /* A warm 4 KiB-page region still faults in every 4 KiB page table entry
      * when first touched here, which measured no faster than a fresh local
      * THP region of 2 MiB and up; huge-page backings win clearly. */
-    if (zkn_daemon_connected() && atomic_load(&backing) == ZKN_BACKING_MEMFD_4K &&
+    if (zkn_daemon_connected() && zkn_daemon_backing() == ZKN_BACKING_MEMFD_4K &&
         zkn_thp_anon && zkn_win.cls[c].size >= ZKN_HUGE_PAGE_SIZE)
         return 0;
     return 1;
+}
+
+static void be_quiet_locked(uint64_t now)
+{
+    atomic_store(&quiet_until, now + quiet_ns);
+    quiet_ns = quiet_ns * 2 > QUIET_MAX_NS ? QUIET_MAX_NS : quiet_ns * 2;
+}
+
+static void mailbox_clear_locked(void)
+{
+    zkn_close_fds(mb_fds, mb_nfds);
+    mb_nfds = 0;
+    mb_ready = 0;
 }
 
 static void disconnect_locked(void)
@@ -78,11 +126,15 @@ static void disconnect_locked(void)
     if (sock >= 0)
         close(sock);
     sock = -1;
+    epoch++;
     outstanding = 0;
+    hello_rid = 0;
+    lend_rid = 0;
+    lend_abandoned = 0;
+    mailbox_clear_locked();
     if (atomic_exchange(&connected, 0))
         zkn_log_once("zknalloc: lost the zknallocd daemon; large blocks now come from private memory\n");
-    atomic_store(&next_try_ns, zkn_now_ns() + backoff_ns);
-    backoff_ns = backoff_ns * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : backoff_ns * 2;
+    be_quiet_locked(zkn_now_ns());
 }
 
 static int send_frame(uint16_t type, const void *payload, size_t len, uint32_t *rid)
@@ -96,79 +148,9 @@ static int send_frame(uint16_t type, const void *payload, size_t len, uint32_t *
     zkn_hdr_init((struct zkn_hdr *)frame, type, (uint32_t)len, *rid);
     if (len)
         memcpy(frame + sizeof(struct zkn_hdr), payload, len);
-    for (;;) {
-        ssize_t n = zkn_send_frame(sock, frame, sizeof(struct zkn_hdr) + len, NULL, 0);
-        if (n == (ssize_t)(sizeof(struct zkn_hdr) + len))
-            return 0;
-        if (n != -EAGAIN)
-            return -1;
-        struct pollfd p = {.fd = sock, .events = POLLOUT};
-        int r = poll(&p, 1, HELLO_TIMEOUT_MS);
-        if (r <= 0 && !(r < 0 && errno == EINTR))
-            return -1;
-    }
-}
-
-/* A reply to an earlier pipelined RETURN: account for it. 0, or -1 when the
- * frame makes no sense here. */
-static int absorb(const struct zkn_hdr *h)
-{
-    if (outstanding == 0 || (h->type != ZKN_MSG_RETURN_OK && h->type != ZKN_MSG_ERROR))
-        return -1;
-    outstanding--;
-    return 0;
-}
-
-/* Waits for the reply to rid, absorbing earlier RETURN replies. Returns its
- * length, -1 on timeout, EOF or a protocol error (the caller disconnects). */
-static ssize_t wait_reply(uint32_t rid, char *buf, size_t cap, int *fds, size_t *nfds, int timeout_ms)
-{
-    uint64_t deadline = zkn_now_ns() + (uint64_t)timeout_ms * 1000000u;
-    for (;;) {
-        uint64_t now = zkn_now_ns();
-        if (now >= deadline)
-            return -1;
-        struct pollfd p = {.fd = sock, .events = POLLIN};
-        int r = poll(&p, 1, (int)((deadline - now + 999999) / 1000000));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        ssize_t n = zkn_recv_frame(sock, buf, cap, fds, ZKN_MAX_REGIONS_PER_REPLY, nfds, MSG_DONTWAIT);
-        if (n == -EAGAIN)
-            continue;
-        if (n <= 0 || zkn_hdr_check(buf, (size_t)n) != 0) {
-            if (n > 0)
-                zkn_close_fds(fds, *nfds);
-            return -1;
-        }
-        struct zkn_hdr h;
-        memcpy(&h, buf, sizeof h);
-        if (h.request_id == rid)
-            return n;
-        zkn_close_fds(fds, *nfds);
-        if (absorb(&h) != 0)
-            return -1;
-    }
-}
-
-/* Reads whatever replies have already arrived, without waiting. */
-static void drain_replies_locked(void)
-{
-    char buf[256];
-    int fds[ZKN_MAX_REGIONS_PER_REPLY];
-    size_t nfds;
-    while (sock >= 0 && outstanding > 0) {
-        ssize_t n = zkn_recv_frame(sock, buf, sizeof buf, fds, ZKN_MAX_REGIONS_PER_REPLY, &nfds,
-                                   MSG_DONTWAIT);
-        if (n == -EAGAIN)
-            return;
-        struct zkn_hdr h;
-        if (n > 0)
-            zkn_close_fds(fds, nfds);
-        if (n <= 0 || zkn_hdr_check(buf, (size_t)n) != 0 || (memcpy(&h, buf, sizeof h), absorb(&h)))
-            disconnect_locked();
-    }
+    /* Never waits: a full socket buffer means a daemon that does not read. */
+    ssize_t n = zkn_send_frame(sock, frame, sizeof(struct zkn_hdr) + len, NULL, 0);
+    return n == (ssize_t)(sizeof(struct zkn_hdr) + len) ? 0 : -1;
 }
 
 /* The identity of the daemon process at the other end: its pid as we see it
@@ -217,144 +199,332 @@ static void instance_of(int s, const char *path, uint64_t out[2])
         out[1] = ((uint64_t)st.st_dev << 32) ^ (uint64_t)st.st_ino;
 }
 
-static int connect_locked(void)
+static void hello_done_locked(const char *buf, ssize_t n)
 {
-    char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    if (zkn_socket_path(path, sizeof path, ZKN_PATH_CLIENT) != 0)
-        return -1;
-    memcpy(a.sun_path, path, strlen(path) + 1);
-    sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (sock < 0)
-        return -1;
-    if (connect(sock, (struct sockaddr *)&a, sizeof a) != 0)
-        goto fail;
-    struct zkn_hello h = {.min_version = ZKN_PROTO_MIN_VERSION, .max_version = ZKN_PROTO_VERSION};
-    uint32_t rid;
-    char buf[256];
-    int fds[ZKN_MAX_REGIONS_PER_REPLY];
-    size_t nfds = 0;
-    if (send_frame(ZKN_MSG_HELLO, &h, sizeof h, &rid) != 0)
-        goto fail;
-    ssize_t n = wait_reply(rid, buf, sizeof buf, fds, &nfds, HELLO_TIMEOUT_MS);
-    zkn_close_fds(fds, nfds);
     struct zkn_hdr hdr;
     struct zkn_hello_ok ok;
-    if (n != (ssize_t)(sizeof hdr + sizeof ok))
-        goto fail;
+    hello_rid = 0;
+    if (n != (ssize_t)(sizeof hdr + sizeof ok)) {
+        disconnect_locked();
+        return;
+    }
     memcpy(&hdr, buf, sizeof hdr);
     memcpy(&ok, buf + sizeof hdr, sizeof ok);
     if (hdr.type != ZKN_MSG_HELLO_OK || ok.version < ZKN_PROTO_MIN_VERSION ||
-        ok.version > ZKN_PROTO_VERSION)
-        goto fail;
+        ok.version > ZKN_PROTO_VERSION) {
+        zkn_log_once("zknalloc: zknallocd speaks another protocol version; not using it\n");
+        disconnect_locked();
+        return;
+    }
     if (ok.class_count != ZKN_CLASS_COUNT) {
         zkn_log_once("zknalloc: zknallocd uses another size-class table; not using it\n");
-        goto fail;
+        disconnect_locked();
+        return;
     }
     hello = ok;
     atomic_store(&backing, ok.backing);
     uint64_t inst[2];
-    instance_of(sock, path, inst);
+    instance_of(sock, link_path, inst);
     if (!ever_connected || inst[0] != last_instance[0] || inst[1] != last_instance[1]) {
         /* A new instance: what the old one lent is ours to unmap, not to return. */
         if (++gen_counter == 0)
             gen_counter = 1;
         atomic_store(&live_gen, gen_counter);
-        pthread_mutex_lock(&qlock);
-        atomic_store(&q_n, 0);
-        pthread_mutex_unlock(&qlock);
     }
     if (ever_connected)
         atomic_fetch_add(&zkn_ctr.reconnects, 1);
     ever_connected = 1;
     last_instance[0] = inst[0];
     last_instance[1] = inst[1];
-    outstanding = 0;
-    backoff_ns = BACKOFF_MIN_NS;
+    quiet_ns = QUIET_MIN_NS;
     atomic_store(&connected, 1);
-    return 0;
-fail:
-    close(sock);
-    sock = -1;
-    return -1;
 }
 
-/* Sends every queued RETURN of the live generation. Under dlock. */
-static void send_returns_locked(void)
+/* A late REGIONS (its waiter gave up): the leases go straight back. */
+static void give_back_late(const char *buf, ssize_t n)
 {
-    while (atomic_load(&q_n) && sock >= 0) {
+    struct zkn_regions r;
+    if (n < (ssize_t)(sizeof(struct zkn_hdr) + sizeof r))
+        return;
+    memcpy(&r, buf + sizeof(struct zkn_hdr), sizeof r);
+    for (uint32_t i = 0; i < r.count && i < ZKN_MAX_REGIONS_PER_REPLY; i++) {
+        struct zkn_region_desc d;
+        size_t off = sizeof(struct zkn_hdr) + sizeof r + i * sizeof d;
+        if (off + sizeof d > (size_t)n)
+            break;
+        memcpy(&d, buf + off, sizeof d);
+        zkn_daemon_queue_return(d.id, atomic_load(&live_gen));
+    }
+}
+
+/* Reads every frame that has arrived, without waiting, and puts each where it
+ * belongs. Disconnects on EOF or nonsense. */
+static void pump_locked(void)
+{
+    char buf[sizeof mb_buf + 256];
+    int fds[ZKN_MAX_REGIONS_PER_REPLY];
+    size_t nfds;
+    while (sock >= 0) {
+        ssize_t n = zkn_recv_frame(sock, buf, sizeof buf, fds, ZKN_MAX_REGIONS_PER_REPLY, &nfds,
+                                   MSG_DONTWAIT);
+        if (n == -EAGAIN)
+            return;
+        struct zkn_hdr h;
+        if (n <= 0 || zkn_hdr_check(buf, (size_t)n) != 0) {
+            if (n > 0)
+                zkn_close_fds(fds, nfds);
+            disconnect_locked();
+            return;
+        }
+        memcpy(&h, buf, sizeof h);
+        if (hello_rid && h.request_id == hello_rid) {
+            zkn_close_fds(fds, nfds);
+            hello_done_locked(buf, n);
+        } else if (lend_rid && h.request_id == lend_rid) {
+            lend_rid = 0;
+            if (lend_abandoned) {
+                lend_abandoned = 0;
+                zkn_close_fds(fds, nfds);
+                if (h.type == ZKN_MSG_REGIONS)
+                    give_back_late(buf, n);
+            } else if ((size_t)n <= sizeof mb_buf) {
+                memcpy(mb_buf, buf, (size_t)n);
+                mb_len = (size_t)n;
+                memcpy(mb_fds, fds, nfds * sizeof(int));
+                mb_nfds = nfds;
+                mb_ready = 1;
+            } else {
+                zkn_close_fds(fds, nfds);
+                disconnect_locked();
+            }
+        } else {
+            zkn_close_fds(fds, nfds);
+            if (outstanding == 0 ||
+                (h.type != ZKN_MSG_RETURN_OK && h.type != ZKN_MSG_ERROR)) {
+                disconnect_locked();
+                return;
+            }
+            outstanding--;
+        }
+    }
+}
+
+/* Waits until done() holds, at most timeout_ms, with dlock released while
+ * polling. 1 when done, 0 on timeout, -1 when the connection went away. */
+static int wait_locked(int (*done)(void), int timeout_ms)
+{
+    uint64_t deadline = zkn_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    uint32_t my_epoch = epoch;
+    waiting = 1;
+    int rc;
+    for (;;) {
+        pump_locked();
+        if (epoch != my_epoch) {
+            rc = -1;
+            break;
+        }
+        if (done()) {
+            rc = 1;
+            break;
+        }
+        uint64_t now = zkn_now_ns();
+        if (now >= deadline) {
+            rc = 0;
+            break;
+        }
+        struct pollfd p = {.fd = sock, .events = POLLIN};
+        uint64_t left_ms = (deadline - now + 999999) / 1000000;
+        pthread_mutex_unlock(&dlock);
+        /* sock may be closed by another thread meanwhile: epoch tells. */
+        (void)poll(&p, 1, left_ms < POLL_SLICE_MS ? (int)left_ms : POLL_SLICE_MS);
+        pthread_mutex_lock(&dlock);
+    }
+    waiting = 0;
+    return rc;
+}
+
+static int hello_arrived(void) { return hello_rid == 0; }
+static int lend_arrived(void) { return mb_ready; }
+
+/* Not connected: try to be, within HELLO_WAIT_MS. 0 when connected. */
+static int connect_locked(void)
+{
+    const char *path = link_path;
+    if (sock < 0) {
+        if (zkn_socket_path(link_path, sizeof link_path, ZKN_PATH_CLIENT) != 0)
+            return -1;
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        uid_t dir_owner;
+        if (zkn_trust_socket_dir(path, &dir_owner) != 0) {
+            /* Missing (no daemon) or not safe: either way nobody to talk to. */
+            struct stat st;
+            if (lstat(path, &st) == 0)
+                zkn_log_once("zknalloc: not trusting the zknallocd socket (its directory is "
+                             "not owned by root, this user or ZK_NALLOC_DAEMON_UID, or is "
+                             "writable by others); large blocks come from private memory\n");
+            return -1;
+        }
+        memcpy(a.sun_path, path, strlen(path) + 1);
+        int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (s < 0)
+            return -1;
+        /* A Unix socket connects at once or fails (EAGAIN: backlog full). */
+        if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) {
+            close(s);
+            return -1;
+        }
+        if (zkn_trust_peer(s, dir_owner) != 0) {
+            zkn_log_once("zknalloc: the process serving the zknallocd socket is not root, "
+                         "this user or ZK_NALLOC_DAEMON_UID; large blocks come from private "
+                         "memory\n");
+            close(s);
+            return -1;
+        }
+        sock = s;
+        owner_pid = getpid();
+        outstanding = 0;
+        struct zkn_hello h = {.min_version = ZKN_PROTO_MIN_VERSION,
+                              .max_version = ZKN_PROTO_VERSION};
+        if (send_frame(ZKN_MSG_HELLO, &h, sizeof h, &hello_rid) != 0) {
+            disconnect_locked();
+            return -1;
+        }
+    }
+    if (!hello_rid)
+        return atomic_load(&connected) ? 0 : -1;
+    int rc = wait_locked(hello_arrived, HELLO_WAIT_MS);
+    if (rc == 0) /* the late HELLO_OK is read by whoever comes next */
+        be_quiet_locked(zkn_now_ns());
+    return atomic_load(&connected) ? 0 : -1;
+}
+
+static void send_queue_locked(struct idqueue *q, uint32_t flags)
+{
+    while (atomic_load(&q->n) && sock >= 0 && atomic_load(&connected)) {
         char payload[sizeof(struct zkn_return) + ZKN_MAX_RETURN_IDS * 8];
-        struct zkn_return r = {0};
+        struct zkn_return r = {.flags = flags};
         pthread_mutex_lock(&qlock);
-        uint32_t n = atomic_load(&q_n);
-        if (q_gen != atomic_load(&live_gen))
+        uint32_t n = atomic_load(&q->n);
+        if (q->gen != atomic_load(&live_gen))
             n = 0; /* ids of an instance that is gone */
         r.count = n > ZKN_MAX_RETURN_IDS ? ZKN_MAX_RETURN_IDS : n;
-        memcpy(payload + sizeof r, &q_ids[n - r.count], r.count * 8u);
-        atomic_store(&q_n, n - r.count);
+        memcpy(payload + sizeof r, &q->ids[n - r.count], r.count * 8u);
+        atomic_store(&q->n, n - r.count);
         pthread_mutex_unlock(&qlock);
         if (r.count == 0)
             return;
         memcpy(payload, &r, sizeof r);
         uint32_t rid;
         if (send_frame(ZKN_MSG_RETURN, payload, sizeof r + r.count * 8u, &rid) != 0) {
-            disconnect_locked(); /* the ids are lost; the daemon reclaims them at our exit */
+            /* Returns are lost and come back when we exit; forgets must not
+             * be lost (the daemon would reuse what a child maps): keep them. */
+            if (flags & ZKN_RETURN_FORGET) {
+                pthread_mutex_lock(&qlock);
+                atomic_fetch_add(&q->n, r.count);
+                pthread_mutex_unlock(&qlock);
+            }
+            disconnect_locked();
             return;
         }
         outstanding++;
-        atomic_fetch_add(&zkn_ctr.returns, r.count);
+        if (!(flags & ZKN_RETURN_FORGET))
+            atomic_fetch_add(&zkn_ctr.returns, r.count);
     }
-    drain_replies_locked();
+}
+
+static void send_queues_locked(void)
+{
+    send_queue_locked(&forgets, ZKN_RETURN_FORGET);
+    send_queue_locked(&returns, 0);
+}
+
+static void queue_push(struct idqueue *q, uint64_t id, uint32_t gen)
+{
+    pthread_mutex_lock(&qlock);
+    uint32_t n = atomic_load(&q->n);
+    if (n && q->gen != gen)
+        n = 0;
+    q->gen = gen;
+    if (n < QUEUE_MAX)
+        q->ids[n++] = id;
+    else if (q == &forgets) /* the lease would come back at our exit: say so */
+        zkn_log_once("zknalloc: too many regions to forget after fork; some may be reused "
+                     "by the daemon once this process exits\n");
+    atomic_store(&q->n, n);
+    pthread_mutex_unlock(&qlock);
 }
 
 void zkn_daemon_queue_return(uint64_t id, uint32_t gen)
 {
-    pthread_mutex_lock(&qlock);
-    uint32_t n = atomic_load(&q_n);
-    if (n && q_gen != gen)
-        n = 0;
-    q_gen = gen;
-    if (n < QUEUE_MAX)
-        q_ids[n++] = id; /* else dropped: the lease comes back when we exit */
-    atomic_store(&q_n, n);
-    pthread_mutex_unlock(&qlock);
+    queue_push(&returns, id, gen);
+}
+
+/* A process that forked without running our handlers (_Fork, raw clone)
+ * where no fork token could be had still holds the parent's socket: it must
+ * never speak for the parent. The fix-up resets (and unlocks) dlock. */
+static int foreign_locked(void)
+{
+    if (sock < 0 || owner_pid == getpid())
+        return 0;
+    zkn_fork_child_fixup();
+    pthread_mutex_lock(&dlock);
+    return 1;
 }
 
 void zkn_daemon_flush_returns(int wait_for_lock)
 {
-    if (!atomic_load_explicit(&q_n, memory_order_relaxed) || !zkn_daemon_connected())
+    if (!atomic_load_explicit(&returns.n, memory_order_relaxed) &&
+        !atomic_load_explicit(&forgets.n, memory_order_relaxed))
+        return;
+    if (!zkn_daemon_connected())
         return;
     if (wait_for_lock)
         pthread_mutex_lock(&dlock);
     else if (pthread_mutex_trylock(&dlock) != 0)
         return; /* whoever holds the link sends them with its next request */
-    if (atomic_load(&connected))
-        send_returns_locked();
+    if (!foreign_locked()) {
+        pump_locked();
+        send_queues_locked();
+    }
     pthread_mutex_unlock(&dlock);
 }
 
-int zkn_daemon_lend(int c, int count, int zeroed, uint32_t *out)
+static void handle_error_reply(int c, const char *buf, size_t n, uint64_t now)
 {
-    uint64_t size = zkn_win.cls[c].size;
-    if (!atomic_load_explicit(&connected, memory_order_relaxed) &&
-        zkn_now_ns() < atomic_load_explicit(&next_try_ns, memory_order_relaxed))
-        return 0;
+    struct zkn_error e = {0};
+    if (n >= sizeof(struct zkn_hdr) + sizeof e)
+        memcpy(&e, buf + sizeof(struct zkn_hdr), sizeof e);
+    if (e.code == ZKN_E_NOT_WARM)
+        class_holdoff[c] = now + NOT_WARM_HOLDOFF_NS;
+    else if (e.code == ZKN_E_CLIENT_CAP || e.code == ZKN_E_NOMEM || e.code == ZKN_E_BUSY)
+        class_holdoff[c] = now + REFUSAL_HOLDOFF_NS; /* a refusal, not a failure */
+    else
+        disconnect_locked();
+}
+
+int zkn_daemon_lend(int c, int count, int zeroed, struct zkn_lent *out, uint32_t *gen)
+{
+    uint64_t now = zkn_now_ns();
+    if (now < atomic_load_explicit(&quiet_until, memory_order_relaxed))
+        return 0; /* a daemon that is missing or slow costs nothing here */
     int saved = errno;
     int got = 0;
+    /* dlock is only ever held for non-blocking calls: this is short. */
     pthread_mutex_lock(&dlock);
-    uint64_t now = zkn_now_ns();
-    if (!atomic_load(&connected)) {
-        if (now < atomic_load(&next_try_ns) || connect_locked() != 0) {
-            if (now >= atomic_load(&next_try_ns)) {
-                atomic_store(&next_try_ns, now + backoff_ns);
-                backoff_ns = backoff_ns * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : backoff_ns * 2;
-            }
-            goto out;
-        }
-    }
-    if (now < holdoff_ns)
+    (void)foreign_locked();
+    if (waiting || now < class_holdoff[c])
+        goto out; /* another thread waits for the daemon: do not queue behind it */
+    pump_locked();
+    if (lend_rid) { /* an earlier LEND is still unanswered: the daemon is stuck */
+        be_quiet_locked(now);
         goto out;
-    send_returns_locked();
+    }
+    if (!atomic_load(&connected) && connect_locked() != 0) {
+        if (sock < 0)
+            be_quiet_locked(now);
+        goto out;
+    }
+    send_queues_locked();
     if (!atomic_load(&connected))
         goto out;
     if (hello.max_regions_per_reply && (uint32_t)count > hello.max_regions_per_reply)
@@ -363,98 +533,121 @@ int zkn_daemon_lend(int c, int count, int zeroed, uint32_t *out)
         count = ZKN_MAX_REGIONS_PER_REPLY;
     struct zkn_lend l = {.size_class = (uint16_t)c, .count = (uint16_t)count,
                          .flags = zeroed ? ZKN_LEND_ZEROED : 0};
-    uint32_t rid;
-    if (send_frame(ZKN_MSG_LEND, &l, sizeof l, &rid) != 0) {
+    if (send_frame(ZKN_MSG_LEND, &l, sizeof l, &lend_rid) != 0) {
         disconnect_locked();
         goto out;
     }
-    /* The daemon may have to create (and warm) the regions: allow for that. */
-    uint64_t ms = 2000 + (size >> 20) * (uint64_t)count;
-    char buf[sizeof(struct zkn_hdr) + sizeof(struct zkn_regions) +
-             ZKN_MAX_REGIONS_PER_REPLY * sizeof(struct zkn_region_desc) + 256];
-    int fds[ZKN_MAX_REGIONS_PER_REPLY];
-    size_t nfds = 0;
-    ssize_t n = wait_reply(rid, buf, sizeof buf, fds, &nfds, ms > 600000 ? 600000 : (int)ms);
     atomic_fetch_add(&zkn_ctr.lends, 1);
-    if (n < 0) {
-        disconnect_locked();
+    int rc = wait_locked(lend_arrived, LEND_WAIT_MS);
+    if (rc <= 0) {
+        if (rc == 0) { /* slow: its answer is given back when it comes */
+            lend_abandoned = 1;
+            be_quiet_locked(zkn_now_ns());
+        }
         goto out;
     }
+    quiet_ns = QUIET_MIN_NS;
+    const char *buf = mb_buf;
+    size_t n = mb_len;
     struct zkn_hdr h;
     memcpy(&h, buf, sizeof h);
-    if (h.type == ZKN_MSG_ERROR && n >= (ssize_t)(sizeof h + sizeof(struct zkn_error))) {
-        struct zkn_error e;
-        memcpy(&e, buf + sizeof h, sizeof e);
-        zkn_close_fds(fds, nfds);
-        if (e.code == ZKN_E_CLIENT_CAP || e.code == ZKN_E_NOMEM || e.code == ZKN_E_BUSY)
-            holdoff_ns = now + REFUSAL_HOLDOFF_NS; /* a refusal, not a failure */
-        else
-            disconnect_locked();
+    if (h.type == ZKN_MSG_ERROR) {
+        mailbox_clear_locked();
+        handle_error_reply(c, buf, n, now);
         goto out;
     }
     struct zkn_regions r = {0};
-    if (n >= (ssize_t)(sizeof h + sizeof r))
+    if (n >= sizeof h + sizeof r)
         memcpy(&r, buf + sizeof h, sizeof r);
-    if (h.type != ZKN_MSG_REGIONS || r.count == 0 ||
-        r.count > (uint32_t)count || r.count != nfds ||
-        n != (ssize_t)(sizeof h + sizeof r + r.count * sizeof(struct zkn_region_desc))) {
-        zkn_close_fds(fds, nfds);
+    if (h.type != ZKN_MSG_REGIONS || r.count == 0 || r.count > (uint32_t)count ||
+        r.count != mb_nfds || n != sizeof h + sizeof r + r.count * sizeof(struct zkn_region_desc)) {
+        mailbox_clear_locked();
         disconnect_locked();
         goto out;
     }
-    uint32_t gen = atomic_load(&live_gen);
+    *gen = atomic_load(&live_gen);
     for (uint32_t i = 0; i < r.count; i++) {
         struct zkn_region_desc d;
         memcpy(&d, buf + sizeof h + sizeof r + i * sizeof d, sizeof d);
-        uint32_t idx = UINT32_MAX;
-        if (d.size == size && d.size_class == c)
-            idx = zkn_region_map_fd(c, fds[i], d.id, (d.flags & ZKN_REGION_CLEAN) != 0, gen);
-        else
-            close(fds[i]);
-        if (idx == UINT32_MAX)
-            zkn_daemon_queue_return(d.id, gen); /* never mapped: give it straight back */
-        else
-            out[got++] = idx;
+        if (d.size != zkn_win.cls[c].size || d.size_class != c ||
+            zkn_trust_region_fd(mb_fds[i], d.size, hello.backing) != 0) {
+            /* Not what a zknallocd lends: stop trusting this daemon. */
+            zkn_log_once("zknalloc: zknallocd lent a file that is not a sealed region of the "
+                         "size it announced; not using it\n");
+            for (int k = 0; k < got; k++)
+                close(out[k].fd);
+            got = 0;
+            mailbox_clear_locked();
+            disconnect_locked();
+            atomic_store(&quiet_until, zkn_now_ns() + QUIET_MAX_NS);
+            goto out;
+        }
+        out[got].fd = mb_fds[i];
+        out[got].id = d.id;
+        out[got].clean = (d.flags & ZKN_REGION_CLEAN) != 0;
+        got++;
     }
-    if (got < (int)r.count)
-        send_returns_locked();
+    mb_nfds = 0; /* the fds are the caller's now */
+    mb_ready = 0;
 out:
     pthread_mutex_unlock(&dlock);
     errno = saved;
     return got;
 }
 
-void zkn_daemon_atfork_prepare(void)
+void zkn_daemon_lock(void)
 {
     pthread_mutex_lock(&dlock);
-    pthread_mutex_lock(&zkn_glock);
+}
+
+void zkn_daemon_forget(uint64_t id, uint32_t gen)
+{
+    queue_push(&forgets, id, gen);
+}
+
+void zkn_daemon_send_forgets_locked(void)
+{
+    /* Before the fork happens, so that a parent killed right after it cannot
+     * leave the daemon reusing what the child maps. Never waits; unsent ids
+     * stay queued for the next connection to the same daemon. */
+    if (sock >= 0 && owner_pid == getpid() && atomic_load(&connected))
+        send_queue_locked(&forgets, ZKN_RETURN_FORGET);
+}
+
+void zkn_daemon_lock_queue(void)
+{
     pthread_mutex_lock(&qlock);
 }
 
-void zkn_daemon_atfork_parent(void)
+void zkn_daemon_unlock_all(void)
 {
     pthread_mutex_unlock(&qlock);
-    pthread_mutex_unlock(&zkn_glock);
     pthread_mutex_unlock(&dlock);
 }
 
 void zkn_daemon_atfork_child(void)
 {
     pthread_mutex_init(&dlock, NULL);
-    pthread_mutex_init(&zkn_glock, NULL);
     pthread_mutex_init(&qlock, NULL);
     /* The parent's socket, leases and queued ids are not the child's. */
     if (sock >= 0)
         close(sock);
     sock = -1;
+    epoch++;
     outstanding = 0;
+    hello_rid = 0;
+    lend_rid = 0;
+    lend_abandoned = 0;
+    waiting = 0;
+    mailbox_clear_locked();
     atomic_store(&connected, 0);
-    atomic_store(&q_n, 0);
+    atomic_store(&returns.n, 0);
+    atomic_store(&forgets.n, 0);
     if (++gen_counter == 0)
         gen_counter = 1;
     atomic_store(&live_gen, gen_counter);
     ever_connected = 0; /* whatever daemon answers next is a new session */
-    atomic_store(&next_try_ns, 0);
-    backoff_ns = BACKOFF_MIN_NS;
-    holdoff_ns = 0;
+    atomic_store(&quiet_until, 0);
+    quiet_ns = QUIET_MIN_NS;
+    memset(class_holdoff, 0, sizeof class_holdoff);
 }

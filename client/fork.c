@@ -1,77 +1,136 @@
-/* fork(): parent and child must never share heap writes, but daemon regions
- * are MAP_SHARED and a child inherits them as such. In the child handler every
- * live shared region is replaced by a private copy at the same address, and
- * cached shared regions (the parent's lease) are dropped. Until the child has
- * copied, a write by the parent would show in the child, so the parent's
- * handler waits for the child's "done" on a pipe made in prepare; fork()
- * returns in the parent only after that.
+/* fork() with the kernel's meaning at the kernel's cost. Daemon regions are
+ * MAP_SHARED memfds, which a child would share with its parent, so:
+ *   - every daemon mapping is MADV_DONTFORK: a child that runs no handler
+ *     (_Fork, raw clone) never reaches one; better a fault in that rare child
+ *     than two processes writing one block;
+ *   - fork's prepare handler re-maps each live daemon region in place as a
+ *     MAP_PRIVATE mapping of the same memfd (no copy: microseconds), which
+ *     the child inherits. The kernel's copy-on-write then gives parent and
+ *     child exact snapshots at the fork, whatever other threads write;
+ *   - such a region may be read by the child through the file for as long as
+ *     the child lives, so the daemon is told to FORGET it (drop the lease and
+ *     its file, never zero or re-lend it) before the fork happens; the kernel
+ *     frees the memory with the last mapping. From then on it is private
+ *     memory of the parent's, never returned;
+ *   - cached (free) daemon regions stay shared and do not go to the child.
+ * zkn_fork_lock keeps the slot states still meanwhile: every path that maps,
+ * hands out, frees or unmaps a region holds it for reading, and prepare for
+ * writing. No path holds it while waiting for the daemon.
  *
- * Only fork() runs these handlers: posix_spawn and vfork stay cheap. A process
- * with no daemon region pays a lock round and nothing else. */
+ * A child that ran no handler is noticed by the fork token: a page with
+ * MADV_WIPEONFORK reads zero in every child, however it was made; the first
+ * large allocation or free there runs the child's fix-up. */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-static int sync_pipe[2] = {-1, -1};
+#ifndef MADV_WIPEONFORK
+#define MADV_WIPEONFORK 18
+#endif
+
+pthread_rwlock_t zkn_fork_lock = PTHREAD_RWLOCK_INITIALIZER;
+_Atomic int *zkn_fork_token;
+
+/* Each live daemon region becomes private, and the daemon forgets it. */
+static void make_live_regions_forkable(void)
+{
+    if (!atomic_load(&zkn_ctr.daemon_mapped))
+        return;
+    for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
+        struct zkn_class_win *w = &zkn_win.cls[c];
+        for (uint32_t i = 0; i < w->hwm; i++) {
+            struct zkn_slot *s = &w->slots[i];
+            if (atomic_load_explicit(&s->state, memory_order_relaxed) != SLOT_LIVE ||
+                !(s->flags & SLOT_F_DAEMON))
+                continue;
+            uint64_t id = s->id;
+            uint32_t gen = s->gen;
+            /* On failure it stays shared and DONTFORK: the child's fix-up
+             * then maps it privately from the inherited fd. */
+            if (zkn_region_make_private(c, i) == 0 && zkn_daemon_gen_current(gen))
+                zkn_daemon_forget(id, gen);
+        }
+    }
+}
 
 static void prepare(void)
 {
-    zkn_daemon_atfork_prepare(); /* every lock, so none is inherited held */
-    if (atomic_load(&zkn_ctr.daemon_mapped) && pipe2(sync_pipe, O_CLOEXEC) != 0)
-        sync_pipe[0] = sync_pipe[1] = -1; /* no way to wait: the child still copies */
+    pthread_rwlock_wrlock(&zkn_fork_lock);
+    zkn_daemon_lock();
+    make_live_regions_forkable();
+    zkn_daemon_send_forgets_locked();
+    /* Every other lock too, so that none is inherited held. */
+    pthread_mutex_lock(&zkn_glock);
+    zkn_daemon_lock_queue();
 }
 
 static void parent(void)
 {
-    if (sync_pipe[0] >= 0) {
-        char b;
-        close(sync_pipe[1]);
-        /* A byte when the child is done, or EOF if it died (or fork failed). */
-        while (read(sync_pipe[0], &b, 1) < 0 && errno == EINTR)
-            ;
-        close(sync_pipe[0]);
-        sync_pipe[0] = sync_pipe[1] = -1;
+    pthread_mutex_unlock(&zkn_glock);
+    zkn_daemon_unlock_all();
+    pthread_rwlock_unlock(&zkn_fork_lock);
+}
+
+/* Live daemon regions the prepare handler could not make private (or every
+ * one, in a child that ran no handler) are absent here: DONTFORK. A child of
+ * fork() copies them from the inherited fd (the rare fallback); a child that
+ * ran no handler gets an inaccessible reservation: mapping the file would let
+ * it read whatever the daemon lends there once the parent returns it. */
+static void rescue_live_shared(int copy)
+{
+    for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
+        struct zkn_class_win *w = &zkn_win.cls[c];
+        for (uint32_t i = 0; i < w->hwm; i++) {
+            struct zkn_slot *s = &w->slots[i];
+            if (atomic_load_explicit(&s->state, memory_order_relaxed) == SLOT_LIVE &&
+                (s->flags & SLOT_F_DAEMON))
+                zkn_region_child_rescue(c, i, copy);
+        }
     }
-    zkn_daemon_atfork_parent();
+}
+
+static void child_reset(int handled)
+{
+    pthread_rwlock_t fresh = PTHREAD_RWLOCK_INITIALIZER;
+    zkn_fork_lock = fresh; /* held by the parent's forking thread: not ours */
+    pthread_mutex_init(&zkn_glock, NULL);
+    zkn_daemon_atfork_child(); /* new generation: nothing is returned from here */
+    if (atomic_load(&zkn_ctr.daemon_mapped))
+        rescue_live_shared(handled);
+    zkn_cache_child_reset();
+    if (zkn_fork_token)
+        atomic_store(zkn_fork_token, 1);
 }
 
 static void child(void)
 {
-    zkn_daemon_atfork_child(); /* new generation: nothing is returned from here */
-    if (atomic_load(&zkn_ctr.daemon_mapped)) {
-        for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
-            struct zkn_class_win *w = &zkn_win.cls[c];
-            for (uint32_t i = 0; i < w->hwm; i++) {
-                struct zkn_slot *s = &w->slots[i];
-                if (atomic_load_explicit(&s->state, memory_order_relaxed) != SLOT_LIVE ||
-                    !(s->flags & SLOT_F_DAEMON))
-                    continue;
-                if (zkn_region_privatize(c, i) != 0)
-                    zkn_die_bad_pointer("fork", zkn_slot_addr(c, i),
-                                        "cannot make a shared block private in the child");
-            }
-        }
-    }
-    if (sync_pipe[1] >= 0) {
-        char b = 1;
-        while (write(sync_pipe[1], &b, 1) < 0 && errno == EINTR)
-            ;
-        close(sync_pipe[1]);
-    }
-    if (sync_pipe[0] >= 0)
-        close(sync_pipe[0]);
-    sync_pipe[0] = sync_pipe[1] = -1;
-    zkn_cache_child_reset();
+    child_reset(1);
+}
+
+void zkn_fork_child_fixup(void)
+{
+    child_reset(0);
 }
 
 /* Registered at load time rather than at the first large request: child
  * handlers run in registration order, and one registered before ours that
  * allocated a large block would find our locks still held. Failure (ENOMEM)
- * leaves fork unprotected; the library must not fail allocations over it. */
+ * leaves fork relying on the token; the library must not fail over it. */
 __attribute__((constructor)) static void register_fork_handlers(void)
 {
+    long page = sysconf(_SC_PAGESIZE);
+    void *t = mmap(NULL, page > 0 ? (size_t)page : 4096, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    /* WIPEONFORK needs Linux 4.14; without it the daemon link still notices
+     * a foreign pid before it speaks. */
+    if (t != MAP_FAILED && madvise(t, page > 0 ? (size_t)page : 4096, MADV_WIPEONFORK) == 0) {
+        zkn_fork_token = t;
+        atomic_store(zkn_fork_token, 1);
+    } else if (t != MAP_FAILED) {
+        (void)munmap(t, page > 0 ? (size_t)page : 4096);
+    }
     (void)pthread_atfork(prepare, parent, child);
 }

@@ -7,9 +7,10 @@
  *   region.c       what backs a slot: private anonymous or a daemon memfd
  *   cache.c        per-thread and shared caches of free regions, the cap
  *   daemon_link.c  the one connection to zknallocd: HELLO, LEND, RETURN
+ *   daemon_trust.c whom the client trusts: socket directory, peer, fds
  *   alloc.c        zkn_malloc & co.: the large path end to end
  *   dropin.c       malloc & co. exported as the process's allocator
- *   fork.c         pthread_atfork: making shared regions private in a child
+ *   fork.c         fork semantics: live shared regions become copy-on-write
  *   stats.c        counters, zkn_stats, the exit report, the one log line
  *
  * Nothing here may call malloc: these files run inside it. */
@@ -20,6 +21,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "sizeclass.h"
 #include "zknalloc.h"
@@ -42,7 +44,7 @@ struct zkn_slot {
     uint16_t unused;
     uint32_t next;   /* free-slot or shared-cache list link: index + 1, 0 ends */
     uint32_t gen;    /* daemon instance the region came from */
-    uint32_t unused2;
+    int32_t fd;      /* daemon region's memfd, kept for fork (valid with SLOT_F_DAEMON) */
     uint64_t id;     /* daemon region id */
 };
 
@@ -69,7 +71,8 @@ struct zkn_window {
 
 extern struct zkn_window zkn_win;
 /* Guards slot free lists, shared caches and the thread-cache registry.
- * Lock order: daemon link lock, then zkn_glock, then the return queue lock. */
+ * Lock order: zkn_fork_lock, then the daemon link lock, then zkn_glock, then
+ * the link's id-queue lock. */
 extern pthread_mutex_t zkn_glock;
 
 /* Class of a pointer inside the window, or -1 for a pointer that is not ours. */
@@ -115,7 +118,7 @@ _Noreturn void zkn_die_bad_pointer(const char *fn, const void *p, const char *wh
 /* region.c */
 /* Maps a fresh private anonymous region into a new slot. UINT32_MAX on failure. */
 uint32_t zkn_region_new_local(int c);
-/* Maps a daemon memfd into a new slot and closes fd. UINT32_MAX on failure
+/* Maps a daemon memfd into a new slot, keeping fd. UINT32_MAX on failure
  * (fd closed; the caller returns the id). */
 uint32_t zkn_region_map_fd(int c, int fd, uint64_t id, int clean, uint32_t gen);
 /* Unmaps a region (slot back to PROT_NONE), frees the slot and, for a region
@@ -125,8 +128,12 @@ void zkn_region_release(int c, uint32_t idx);
 void zkn_region_zero(int c, uint32_t idx);
 /* MADV_FREE for a private cached region (contents become undefined). */
 void zkn_region_soften(int c, uint32_t idx);
-/* Child after fork: copies a shared region into private memory in place. */
-int zkn_region_privatize(int c, uint32_t idx);
+/* fork prepare: re-maps a live daemon region in place as a private mapping
+ * of its file (copy-on-write); it is no longer a daemon region. 0 or -1. */
+int zkn_region_make_private(int c, uint32_t idx);
+/* fork child: a live daemon region absent here (DONTFORK) gets a private copy
+ * read from its fd (copy) or an inaccessible reservation. */
+void zkn_region_child_rescue(int c, uint32_t idx, int copy);
 /* Grows a private region into a bigger class by moving its pages (no copy).
  * Returns the new slot or UINT32_MAX when it cannot (the caller copies). */
 uint32_t zkn_region_move_grow(int c_old, uint32_t idx_old, int c_new);
@@ -145,22 +152,55 @@ void zkn_cache_child_reset(void);
 extern uint64_t zkn_cache_cap;
 extern _Atomic uint64_t zkn_bytes_cached;
 
-/* daemon_link.c */
-/* Lends up to count regions of class c into fresh slots (state SLOT_BUSY),
- * slot indexes to out. Returns how many; 0 when no daemon serves. */
-int zkn_daemon_lend(int c, int count, int zeroed, uint32_t *out);
+/* daemon_link.c: transport only; the caller maps what it gets. */
+struct zkn_lent {
+    int fd;
+    int clean;
+    uint64_t id;
+};
+/* Asks for up to count regions of class c; waits a few ms at most and holds
+ * no lock others need meanwhile. Returns how many (fds are the caller's),
+ * with *gen the daemon instance; 0 when no daemon serves now. */
+int zkn_daemon_lend(int c, int count, int zeroed, struct zkn_lent *out, uint32_t *gen);
 /* Whether a miss of class c should ask the daemon at all (backing choice). */
 int zkn_daemon_preferred(int c);
 /* True when id/gen belongs to the daemon instance we would RETURN to. */
 int zkn_daemon_gen_current(uint32_t gen);
 void zkn_daemon_queue_return(uint64_t id, uint32_t gen);
-/* Sends queued RETURNs if the link is free (never waits for it). */
+/* Sends queued RETURNs if the link is free (never waits for the daemon). */
 void zkn_daemon_flush_returns(int wait_for_lock);
-void zkn_daemon_atfork_prepare(void);
-void zkn_daemon_atfork_parent(void);
-void zkn_daemon_atfork_child(void);
 int zkn_daemon_connected(void);
+uint32_t zkn_daemon_backing(void);
+/* fork: lock the link; queue a FORGET; send queued FORGETs (link locked);
+ * lock the id queues; undo both locks; reset in the child. */
+void zkn_daemon_lock(void);
+void zkn_daemon_forget(uint64_t id, uint32_t gen);
+void zkn_daemon_send_forgets_locked(void);
+void zkn_daemon_lock_queue(void);
+void zkn_daemon_unlock_all(void);
+void zkn_daemon_atfork_child(void);
 extern int zkn_populate_daemon; /* map warm daemon regions with MAP_POPULATE */
+
+/* daemon_trust.c: 0 when trusted, -1 when not (see the file). */
+int zkn_trust_socket_dir(const char *sock_path, uid_t *dir_owner);
+int zkn_trust_peer(int sock, uid_t dir_owner);
+int zkn_trust_region_fd(int fd, uint64_t size, uint32_t backing);
+
+/* fork.c */
+/* Held for reading by every path that maps, hands out, frees or unmaps a
+ * region; for writing by fork's prepare handler. */
+extern pthread_rwlock_t zkn_fork_lock;
+/* A page reading 1 in the process that made it and 0 in any child. */
+extern _Atomic int *zkn_fork_token;
+void zkn_fork_child_fixup(void);
+/* In a child that ran no fork handler, the first large call resets the
+ * library's view of the parent's daemon regions. */
+static inline void zkn_fork_check(void)
+{
+    _Atomic int *t = zkn_fork_token;
+    if (t && !atomic_load_explicit(t, memory_order_relaxed))
+        zkn_fork_child_fixup();
+}
 
 /* init.c */
 /* Once per process; returns 1 when the window is usable. Thread-safe. */

@@ -4,7 +4,9 @@
  * except the state word that free() checks. */
 #include <errno.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -78,30 +80,72 @@ uint32_t zkn_region_new_local(int c)
     return idx;
 }
 
+/* Daemon regions keep their fd (fork needs it to re-map them privately).
+ * Those fds live high, away from the numbers a program that uses select()
+ * counts on, and at most a quarter of RLIMIT_NOFILE is spent on them: past
+ * that a miss uses private memory instead. */
+static _Atomic uint64_t fds_held;
+
+static int keep_fd(int fd)
+{
+    struct rlimit rl;
+    uint64_t limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (uint64_t)rl.rlim_cur : 1024;
+    if (limit > INT32_MAX)
+        limit = INT32_MAX;
+    if (atomic_fetch_add(&fds_held, 1) >= limit / 4) {
+        atomic_fetch_sub(&fds_held, 1);
+        close(fd);
+        return -1;
+    }
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, (int)(limit / 2));
+    if (high >= 0) {
+        close(fd);
+        return high;
+    }
+    return fd;
+}
+
+static void drop_fd(struct zkn_slot *s)
+{
+    close(s->fd);
+    s->fd = -1;
+    atomic_fetch_sub(&fds_held, 1);
+}
+
 uint32_t zkn_region_map_fd(int c, int fd, uint64_t id, int clean, uint32_t gen)
 {
-    uint32_t idx = zkn_slot_take(c);
-    if (idx == UINT32_MAX) {
-        close(fd);
+    if ((fd = keep_fd(fd)) < 0)
         return UINT32_MAX;
-    }
-    struct zkn_slot *s = &zkn_win.cls[c].slots[idx];
+    uint32_t idx = zkn_slot_take(c);
+    struct zkn_slot *s = idx == UINT32_MAX ? NULL : &zkn_win.cls[c].slots[idx];
     uint64_t size = zkn_win.cls[c].size;
-    void *p = zkn_slot_addr(c, idx);
+    void *p = s ? zkn_slot_addr(c, idx) : NULL;
     int flags = MAP_SHARED | MAP_FIXED | (zkn_populate_daemon ? MAP_POPULATE : 0);
-    void *r = mmap(p, size, PROT_READ | PROT_WRITE, flags, fd, 0);
-    close(fd); /* the mapping keeps the memfd alive; thousands of regions, no fds */
-    if (r == MAP_FAILED) {
-        if (unmap_slot(p, size) == 0)
+    /* DONTFORK: see fork.c. Without it the region is not safe to hold. */
+    if (!s || mmap(p, size, PROT_READ | PROT_WRITE, flags, fd, 0) == MAP_FAILED ||
+        madvise(p, size, MADV_DONTFORK) != 0) {
+        if (s && unmap_slot(p, size) == 0)
             zkn_slot_put(c, idx);
+        struct zkn_slot tmp = {.fd = fd};
+        drop_fd(&tmp);
         return UINT32_MAX;
     }
     s->flags = (uint8_t)(SLOT_F_DAEMON | (clean ? SLOT_F_CLEAN : 0));
     s->id = id;
     s->gen = gen;
+    s->fd = fd;
     atomic_fetch_add_explicit(&zkn_ctr.bytes_leased, size, memory_order_relaxed);
     atomic_fetch_add_explicit(&zkn_ctr.daemon_mapped, 1, memory_order_relaxed);
     return idx;
+}
+
+/* The slot no longer holds a daemon region (its mapping is gone or private). */
+static void leave_daemon(int c, struct zkn_slot *s)
+{
+    drop_fd(s);
+    s->flags &= (uint8_t)~SLOT_F_DAEMON;
+    atomic_fetch_sub_explicit(&zkn_ctr.bytes_leased, zkn_win.cls[c].size, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&zkn_ctr.daemon_mapped, 1, memory_order_relaxed);
 }
 
 void zkn_region_release(int c, uint32_t idx)
@@ -121,8 +165,7 @@ void zkn_region_release(int c, uint32_t idx)
         return;
     }
     if (s->flags & SLOT_F_DAEMON) {
-        atomic_fetch_sub_explicit(&zkn_ctr.bytes_leased, size, memory_order_relaxed);
-        atomic_fetch_sub_explicit(&zkn_ctr.daemon_mapped, 1, memory_order_relaxed);
+        leave_daemon(c, s);
         /* A region of a daemon that has since gone is just memory of ours. */
         if (zkn_daemon_gen_current(s->gen))
             zkn_daemon_queue_return(s->id, s->gen);
@@ -149,54 +192,37 @@ void zkn_region_soften(int c, uint32_t idx)
     s->flags &= (uint8_t)~SLOT_F_CLEAN; /* freed pages may read old data or zero */
 }
 
-int zkn_region_privatize(int c, uint32_t idx)
+int zkn_region_make_private(int c, uint32_t idx)
+{
+    struct zkn_slot *s = &zkn_win.cls[c].slots[idx];
+    /* In place, same file: the contents stay, other threads' writes land in
+     * the new mapping, and no copy is made until someone writes a page. */
+    if (mmap(zkn_slot_addr(c, idx), zkn_win.cls[c].size, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_FIXED, s->fd, 0) == MAP_FAILED)
+        return -1;
+    leave_daemon(c, s);
+    return 0;
+}
+
+void zkn_region_child_rescue(int c, uint32_t idx, int copy)
 {
     struct zkn_slot *s = &zkn_win.cls[c].slots[idx];
     uint64_t size = zkn_win.cls[c].size;
     char *p = zkn_slot_addr(c, idx);
-    /* Measured on the test VM, 512 MiB lent by a daemon, time until fork()
-     * returns in the parent (best/median of 3, runs 1.5 s apart):
-     *   4 KiB pages, faulted by the copy            412 / 433 ms
-     *   4 KiB pages, MADV_POPULATE_WRITE first      291 / 313 ms
-     *   2 MiB pages (aligned, MADV_HUGEPAGE)        1139 / 1469 ms
-     *   2 MiB pages, populated first                149 / 1513 ms
-     * Huge pages copy fastest when free ones are at hand (80-100 ms in
-     * back-to-back runs) but fresh ones cost up to 2 s here; the parent is
-     * blocked meanwhile and a forked child often just execs, so the copy
-     * takes populated 4 KiB pages. The source's page tables are filled in
-     * one call too (Linux 5.14+; without either call the copy just faults). */
-    char *tmp = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (tmp != MAP_FAILED) {
-        (void)madvise(tmp, size, MADV_POPULATE_WRITE);
-        (void)madvise(p, size, MADV_POPULATE_READ);
-        memcpy(tmp, p, size);
-        if (mremap(tmp, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, p) != MAP_FAILED)
-            goto done;
-        (void)munmap(tmp, size);
+    int ok = copy && mmap(p, size, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED;
+    for (uint64_t off = 0; ok && off < size;) {
+        ssize_t n = pread(s->fd, p + off, size - off, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            ok = 0;
+        else
+            off += (uint64_t)n;
     }
-    /* Short of memory for a whole copy: go chunk by chunk through a small
-     * bounce buffer, replacing the shared pages under each chunk in turn. */
-    enum { CHUNK = 2 << 20 };
-    char *bounce = mmap(NULL, CHUNK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (bounce == MAP_FAILED)
-        return -1;
-    for (uint64_t off = 0; off < size; off += CHUNK) {
-        uint64_t n = size - off < CHUNK ? size - off : CHUNK;
-        memcpy(bounce, p + off, n);
-        if (mmap(p + off, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
-                 0) == MAP_FAILED) {
-            (void)munmap(bounce, CHUNK);
-            return -1;
-        }
-        memcpy(p + off, bounce, n);
-    }
-    (void)munmap(bounce, CHUNK);
-    advise_huge(p, size);
-done:
-    s->flags &= (uint8_t)~SLOT_F_DAEMON;
-    atomic_fetch_sub_explicit(&zkn_ctr.bytes_leased, size, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&zkn_ctr.daemon_mapped, 1, memory_order_relaxed);
-    return 0;
+    if (!ok)
+        (void)unmap_slot(p, size); /* an access faults: never the parent's bytes */
+    leave_daemon(c, s);
 }
 
 uint32_t zkn_region_move_grow(int c_old, uint32_t idx_old, int c_new)

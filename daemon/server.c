@@ -303,7 +303,10 @@ static void handle_return(struct conn *c, uint32_t req, const char *payload, uin
             continue;
         }
         proc_drop_lease(c->proc, r);
-        pool_give_back(c->srv->pool, r);
+        if (head.flags & ZKN_RETURN_FORGET)
+            pool_forget(c->srv->pool, r);
+        else
+            pool_give_back(c->srv->pool, r);
         c->srv->pool->returns++;
         ok++;
     }

@@ -202,10 +202,12 @@ START_TEST(fork_makes_shared_regions_private)
 {
     void *warm = zkn_malloc(1 * MiB); /* connected before counting fds */
     zkn_free(warm);
+    zkn_release_cache(); /* each daemon region holds an fd while mapped */
     int fds = zkn_test_count_fds();
     fork_check(256 * KiB);
     fork_check(16 * MiB);
-    ck_assert_int_eq(zkn_test_count_fds(), fds); /* the fork sync pipe is gone */
+    zkn_release_cache();
+    ck_assert_int_eq(zkn_test_count_fds(), fds); /* no fd left by fork */
     /* The parent still talks to its daemon after forking. */
     void *x = zkn_malloc(40 * MiB);
     ck_assert_uint_eq(stats().daemon_connected, 1);
@@ -349,9 +351,21 @@ START_TEST(old_daemon_regions_are_not_returned_to_a_new_one)
     zkn_free(fresh);
     zkn_release_cache();
     struct zkn_stats after = stats();
-    /* Only regions of the new daemon went back: fresh and the 7+ MiB probe. */
-    ck_assert_uint_eq(after.daemon_returns - before.daemon_returns, 2);
+    ck_assert_uint_ge(after.daemon_returns, before.daemon_returns);
     ck_assert_uint_eq(after.bytes_leased, 0);
+    /* The new daemon got back what it lent and never an id of the old one. */
+    char *json = NULL;
+    for (int tries = 0; tries < 50; tries++) { /* RETURNs are pipelined */
+        free(json);
+        json = zkn_test_stats_json(path);
+        ck_assert_ptr_nonnull(json);
+        if (strstr(json, "\"lent_bytes\":0,"))
+            break;
+        sleep_ms(20);
+    }
+    ck_assert_msg(strstr(json, "\"lent_bytes\":0,") != NULL, "%s", json);
+    ck_assert_msg(strstr(json, "\"unknown_id\":0,") != NULL, "%s", json);
+    free(json);
 }
 END_TEST
 
@@ -368,9 +382,8 @@ START_TEST(hung_daemon_times_out)
     double secs = (double)(b.tv_sec - a.tv_sec) + (double)(b.tv_nsec - a.tv_nsec) / 1e9;
     ck_assert_ptr_nonnull(q);
     memset(q, 1, 3 * MiB);
-    ck_assert_msg(secs < 5, "a hung daemon blocked malloc for %.1f s", secs);
+    ck_assert_msg(secs < 0.05, "a hung daemon blocked malloc for %.3f s", secs);
     struct zkn_stats s = stats();
-    ck_assert_uint_eq(s.daemon_connected, 0);
     ck_assert_uint_ge(s.fallbacks, 1);
     /* While backing off, misses do not wait at all. */
     clock_gettime(CLOCK_MONOTONIC, &a);
