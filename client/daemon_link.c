@@ -38,7 +38,7 @@
 #define LEND_WAIT_MS 20
 #define POLL_SLICE_MS 1 /* another thread may read our reply: look again this often */
 #define QUIET_MIN_NS 250000000ull
-#define QUIET_MAX_NS 4000000000ull
+#define QUIET_MAX_NS 2000000000ull
 #define REFUSAL_HOLDOFF_NS 200000000ull /* after client_cap/nomem/busy */
 #define NOT_WARM_HOLDOFF_NS 20000000ull /* the daemon prepares the class meanwhile */
 #define QUEUE_MAX 4096
@@ -65,7 +65,7 @@ static char link_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 
 /* The LEND reply being waited for, or a late one to give back. */
 static uint32_t lend_rid;             /* in flight; 0: none */
-static int lend_abandoned;            /* its waiter gave up: return what comes */
+static _Atomic int lend_abandoned;    /* its waiter gave up: return what comes */
 static int mb_ready;
 static size_t mb_len, mb_nfds;
 static char mb_buf[sizeof(struct zkn_hdr) + sizeof(struct zkn_regions) +
@@ -474,8 +474,9 @@ static int foreign_locked(void)
 void zkn_daemon_flush_returns(int wait_for_lock)
 {
     if (!atomic_load_explicit(&returns.n, memory_order_relaxed) &&
-        !atomic_load_explicit(&forgets.n, memory_order_relaxed))
-        return;
+        !atomic_load_explicit(&forgets.n, memory_order_relaxed) &&
+        !atomic_load_explicit(&lend_abandoned, memory_order_relaxed))
+        return; /* nothing to send, no late reply to read */
     if (!zkn_daemon_connected())
         return;
     if (wait_for_lock)
@@ -593,6 +594,15 @@ out:
     pthread_mutex_unlock(&dlock);
     errno = saved;
     return got;
+}
+
+void zkn_daemon_poll(void)
+{
+    if (sock < 0 || pthread_mutex_trylock(&dlock) != 0)
+        return;
+    if (owner_pid == getpid())
+        pump_locked();
+    pthread_mutex_unlock(&dlock);
 }
 
 void zkn_daemon_lock(void)

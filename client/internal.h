@@ -170,6 +170,8 @@ void zkn_daemon_queue_return(uint64_t id, uint32_t gen);
 /* Sends queued RETURNs if the link is free (never waits for the daemon). */
 void zkn_daemon_flush_returns(int wait_for_lock);
 int zkn_daemon_connected(void);
+/* Reads whatever the daemon sent (a late reply, EOF), never waiting. */
+void zkn_daemon_poll(void);
 uint32_t zkn_daemon_backing(void);
 /* fork: lock the link; queue a FORGET; send queued FORGETs (link locked);
  * lock the id queues; undo both locks; reset in the child. */

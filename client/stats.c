@@ -58,6 +58,7 @@ int zkn_stats(struct zkn_stats *out)
     out->bytes_cached = atomic_load(&zkn_bytes_cached);
     out->bytes_leased = atomic_load(&zkn_ctr.bytes_leased);
     out->bytes_live = atomic_load(&zkn_ctr.bytes_live);
+    zkn_daemon_poll(); /* a daemon that went away is noticed here, not later */
     out->daemon_connected = (uint64_t)zkn_daemon_connected();
     out->fallbacks = atomic_load(&zkn_ctr.fallbacks);
     out->reconnects = atomic_load(&zkn_ctr.reconnects);

@@ -273,3 +273,42 @@ void zkn_test_daemon_cleanup(struct zkn_test_daemon *d)
         d->dir[0] = '\0';
     }
 }
+
+void zkn_test_fill(void *p, size_t n, uint64_t seed)
+{
+    uint64_t *w = p;
+    for (size_t i = 0; i < n / 8; i++)
+        w[i] = seed ^ (i * 0x9e3779b97f4a7c15ull);
+}
+
+int zkn_test_check_fill(const void *p, size_t n, uint64_t seed)
+{
+    const uint64_t *w = p;
+    for (size_t i = 0; i < n / 8; i++)
+        if (w[i] != (seed ^ (i * 0x9e3779b97f4a7c15ull)))
+            return 0;
+    return 1;
+}
+
+int zkn_test_all_byte(const void *p, size_t n, unsigned char v)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        if (c[i] != v)
+            return 0;
+    return 1;
+}
+
+void zkn_test_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+double zkn_test_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}

@@ -36,6 +36,17 @@ const char *zkn_test_build_path(const char *name);
 /* Open fds of this process (counting /proc/self/fd). */
 int zkn_test_count_fds(void);
 
+/* ---- shared test helpers ---- */
+
+/* A pattern that differs per word and per seed, and its check (1 = intact). */
+void zkn_test_fill(void *p, size_t n, uint64_t seed);
+int zkn_test_check_fill(const void *p, size_t n, uint64_t seed);
+/* 1 when all n bytes are v. */
+int zkn_test_all_byte(const void *p, size_t n, unsigned char v);
+void zkn_test_sleep_ms(long ms);
+/* Monotonic milliseconds. */
+double zkn_test_now_ms(void);
+
 /* ---- raw protocol client ---- */
 
 /* Connects a SOCK_SEQPACKET socket to path; -1 on failure. */

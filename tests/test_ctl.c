@@ -458,7 +458,7 @@ static void fake_serve(int c, enum fake_mode mode)
             memcpy(p + sizeof e, "too many clients", 16);
             fake_reply(c, ZKN_MSG_ERROR, h.request_id, p, sizeof e + 16);
         } else if (h.type == ZKN_MSG_HELLO) {
-            struct zkn_hello_ok ok = {.version = 1, .class_count = ZKN_CLASS_COUNT,
+            struct zkn_hello_ok ok = {.version = ZKN_PROTO_VERSION, .class_count = ZKN_CLASS_COUNT,
                                       .max_regions_per_reply = 16, .daemon_pid = 4242,
                                       .backing = ZKN_BACKING_MEMFD_4K};
             fake_reply(c, ZKN_MSG_HELLO_OK, h.request_id, &ok, sizeof ok);
