@@ -179,7 +179,7 @@ fail() {
 journal_tail() { in_ns journalctl --no-pager -q -o cat -n "${2:-12}" -u "$1" 2>&1 | sed 's/^/| /'; }
 show() { in_ns systemctl show -P "$1" "${2:-zknallocd.service}" 2>/dev/null; }
 SYSSOCK=/run/zknalloc/zknallocd.sock
-PRELOAD=(env LD_PRELOAD=/usr/local/lib/libzknalloc.so.0 ZK_NALLOC_SOCKET=$SYSSOCK)
+PRELOAD=(env LD_PRELOAD=/usr/local/lib/libzknalloc.so.0 "ZK_NALLOC_SOCKET=$SYSSOCK")
 HOLDER=/opt/zkn-live/zkn-live-holder
 # stats_get EXPR: evaluates a Python expression over the daemon's stats JSON
 # (d), e.g. idle regions: sum(c['clean']+c['dirty'] for c in d['classes']).
