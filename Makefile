@@ -96,6 +96,16 @@ check-tests: all $(TEST_BIN)
 test: check-tests
 	@ZKN_BUILD_DIR=$(abspath $(B)) build-aux/run-tests.sh $(TEST_BIN)
 
+# The live systemd suite (root; boots systemd in private namespaces and skips
+# where it cannot): see docs/systemd.md, "Testing the units live".
+.PHONY: test-systemd
+test-systemd: all $(B)/tests/zkn-live-holder
+	@tests/systemd-live/run.sh $(abspath $(B))
+
+$(B)/tests/zkn-live-holder: tests/systemd-live/holder.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c17 -D_GNU_SOURCE $(WARN) $(OPT) -o $@ $<
+
 # The drop-in malloc replacement cannot coexist with ASan's own malloc, so the
 # sanitized client exports only the zkn_* API (ZKN_NO_DROPIN).
 sanitize:
