@@ -16,18 +16,16 @@ OPT ?= -O2 -g
 # Sanitizer builds go to their own tree so the two never mix objects.
 SAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-# Dependencies are checked (and installed as root) before pkg-config runs.
-DEPS_OK := $(shell build-aux/ensure-deps.sh >&2 && echo yes)
-ifneq ($(DEPS_OK),yes)
-$(error missing build dependencies, see the message above)
-endif
-
-UV_CFLAGS := $(shell pkg-config --cflags libuv)
-UV_LIBS := $(shell pkg-config --libs libuv)
-JANSSON_CFLAGS := $(shell pkg-config --cflags jansson)
-JANSSON_LIBS := $(shell pkg-config --libs jansson)
-CHECK_CFLAGS := $(shell pkg-config --cflags check)
-CHECK_LIBS := $(shell pkg-config --libs check)
+# Build dependencies are checked (and installed as root) by the `deps` target,
+# which every object waits for; pkg-config runs only when a flag is first
+# used (after deps), once per make. Parsing the Makefile installs nothing.
+pkgconf = $(eval $(1) := $(shell pkg-config $(2)))$($(1))
+UV_CFLAGS = $(call pkgconf,UV_CFLAGS,--cflags libuv)
+UV_LIBS = $(call pkgconf,UV_LIBS,--libs libuv)
+JANSSON_CFLAGS = $(call pkgconf,JANSSON_CFLAGS,--cflags jansson)
+JANSSON_LIBS = $(call pkgconf,JANSSON_LIBS,--libs jansson)
+CHECK_CFLAGS = $(call pkgconf,CHECK_CFLAGS,--cflags check)
+CHECK_LIBS = $(call pkgconf,CHECK_LIBS,--libs check)
 
 WARN = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla
 BASE_CFLAGS = -std=c17 -D_GNU_SOURCE -DZKN_VERSION='"$(VERSION)"' $(WARN) $(OPT) -fPIC \
@@ -54,15 +52,18 @@ CTL = $(B)/zknallocctl
 LIB_SO = $(B)/libzknalloc.so
 LIB_A = $(B)/libzknalloc.a
 
-.PHONY: all run test sanitize install clean bench bench-quick demo check-tests
+.PHONY: all deps run test sanitize install clean bench bench-quick demo check-tests
 all: $(DAEMON) $(CTL) $(LIB_SO) $(LIB_A)
+
+deps:
+	@build-aux/ensure-deps.sh
 
 $(B)/obj/daemon/%.o: CFLAGS_EXTRA = $(UV_CFLAGS) $(JANSSON_CFLAGS) -Idaemon
 $(B)/obj/ctl/%.o: CFLAGS_EXTRA = $(JANSSON_CFLAGS)
 $(B)/obj/tests/%.o: CFLAGS_EXTRA = $(CHECK_CFLAGS) $(JANSSON_CFLAGS) -Itests -Iclient
 $(B)/obj/client/%.o: CFLAGS_EXTRA = -Iclient $(CLIENT_CFLAGS)
 
-$(B)/obj/%.o: %.c
+$(B)/obj/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(CFLAGS_EXTRA) -MMD -MP -c $< -o $@
 

@@ -20,72 +20,83 @@ static _Atomic uint32_t class_lends[ZKN_CLASS_COUNT];
 
 static void *libc_large(size_t size, size_t align, int zero)
 {
-    atomic_fetch_add_explicit(&zkn_ctr.libc_fallbacks, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&zkn__ctr.libc_fallbacks, 1, memory_order_relaxed);
     if (align > 16) {
-        void *p = zkn_libc_memalign(align, size);
+        void *p = zkn__libc_memalign(align, size);
         if (p && zero)
             memset(p, 0, size);
         return p;
     }
-    return zero ? zkn_libc_calloc(1, size) : zkn_libc_malloc(size);
+    return zero ? zkn__libc_calloc(1, size) : zkn__libc_malloc(size);
 }
 
 static int batch_for(int c)
 {
     uint32_t k = atomic_load_explicit(&class_lends[c], memory_order_relaxed);
-    uint64_t size = zkn_win.cls[c].size;
-    uint64_t budget = zkn_cache_cap / 4 < BATCH_BYTES ? zkn_cache_cap / 4 : BATCH_BYTES;
+    uint64_t size = zkn__win.cls[c].size;
+    uint64_t budget = zkn__cache_cap / 4 < BATCH_BYTES ? zkn__cache_cap / 4 : BATCH_BYTES;
     uint64_t n = (uint64_t)1 << (k < 4 ? k : 4);
     if (n > 1 && (n - 1) * size > budget)
         n = 1 + budget / size;
     return (int)(n > ZKN_MAX_REGIONS_PER_REPLY ? ZKN_MAX_REGIONS_PER_REPLY : n);
 }
 
+static int daemon_preferred(int c)
+{
+    /* A warm 4 KiB-page region still faults in every 4 KiB page table entry
+     * when first touched here, which measured no faster than a fresh local
+     * THP region of 2 MiB and up; huge-page backings win clearly. */
+    if (zkn__daemon_connected() && zkn__daemon_backing() == ZKN_BACKING_MEMFD_4K &&
+        zkn__thp_anon && zkn__win.cls[c].size >= ZKN_HUGE_PAGE_SIZE)
+        return 0;
+    return 1;
+}
+
 /* Maps what the daemon lent: the first into a slot for the caller (state
- * SLOT_BUSY), the rest into the cache. Under zkn_fork_lock (read). */
-static uint32_t map_lent(int c, const struct zkn_lent *got, int n, uint32_t gen)
+ * SLOT_BUSY), the rest into the cache. Under zkn__fork_lock (read). */
+static uint32_t map_lent(int c, const struct zkn__lent *got, int n, uint32_t gen)
 {
     uint32_t first = UINT32_MAX;
     int unmapped = 0;
     for (int i = 0; i < n; i++) {
-        uint32_t idx = zkn_region_map_fd(c, got[i].fd, got[i].id, got[i].clean, gen);
+        uint32_t idx = zkn__region_map_fd(c, got[i].fd, got[i].id, got[i].clean, gen);
         if (idx == UINT32_MAX) {
-            zkn_daemon_queue_return(got[i].id, gen); /* never mapped: straight back */
+            zkn__daemon_queue_return(got[i].id, gen); /* never mapped: straight back */
             unmapped = 1;
         } else if (first == UINT32_MAX) {
             first = idx;
         } else {
-            atomic_store(&zkn_win.cls[c].slots[idx].state, SLOT_CACHED);
-            zkn_cache_put(c, idx);
+            atomic_store(&zkn__win.cls[c].slots[idx].state, SLOT_CACHED);
+            zkn__cache_put(c, idx);
         }
     }
     if (unmapped)
-        zkn_daemon_flush_returns(0);
+        zkn__daemon_flush_returns(0);
     return first;
 }
 
 /* A region for a miss: daemon first (when it is the better source for this
  * class), else private memory. State SLOT_BUSY; *clean when all zero. Called
- * under zkn_fork_lock (read), which it lets go of while the daemon answers. */
+ * under zkn__fork_lock (read), which it lets go of while the daemon answers. */
 static uint32_t miss(int c, int zero, int *clean)
 {
-    if (zkn_daemon_preferred(c)) {
-        struct zkn_lent got[ZKN_MAX_REGIONS_PER_REPLY];
+    if (daemon_preferred(c)) {
+        struct zkn__lent got[ZKN_MAX_REGIONS_PER_REPLY];
         uint32_t gen = 0;
-        pthread_rwlock_unlock(&zkn_fork_lock);
-        int n = zkn_daemon_lend(c, batch_for(c), zero, got, &gen);
-        pthread_rwlock_rdlock(&zkn_fork_lock);
+        pthread_rwlock_unlock(&zkn__fork_lock);
+        int n = zkn__daemon_lend(c, batch_for(c), zero, got, &gen);
+        pthread_rwlock_rdlock(&zkn__fork_lock);
         uint32_t idx = n > 0 ? map_lent(c, got, n, gen) : UINT32_MAX;
         if (n > 0)
             atomic_fetch_add_explicit(&class_lends[c], 1, memory_order_relaxed);
         if (idx != UINT32_MAX) {
-            *clean = (zkn_win.cls[c].slots[idx].flags & SLOT_F_CLEAN) != 0;
+            *clean = (zkn__win.cls[c].slots[idx].flags & SLOT_F_CLEAN) != 0;
             return idx;
         }
-        atomic_fetch_add_explicit(&zkn_ctr.fallbacks, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&zkn__ctr.fallbacks, 1, memory_order_relaxed);
     }
     *clean = 1;
-    return zkn_region_new_local(c);
+    return zkn__region_new_local(c);
 }
 
 static void *large_alloc_inner(size_t size, size_t align, int zero)
@@ -95,33 +106,33 @@ static void *large_alloc_inner(size_t size, size_t align, int zero)
      * it: fail here rather than have the C library (or a sanitizer) try. */
     if (size > ((size_t)1 << 47))
         return NULL;
-    if (!zkn_init() || (c = zkn_class_for(size, align)) < 0)
+    if (!zkn__init() || (c = zkn__class_for(size, align)) < 0)
         return libc_large(size, align, zero);
-    zkn_fork_check();
+    zkn__fork_check();
     uint8_t flags;
     int clean;
-    pthread_rwlock_rdlock(&zkn_fork_lock);
-    uint32_t idx = zkn_cache_get(c, &flags);
+    pthread_rwlock_rdlock(&zkn__fork_lock);
+    uint32_t idx = zkn__cache_get(c, &flags);
     if (idx != UINT32_MAX) {
-        atomic_fetch_add_explicit(&zkn_ctr.hits, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&zkn__ctr.hits, 1, memory_order_relaxed);
         clean = (flags & SLOT_F_CLEAN) != 0;
     } else {
-        atomic_fetch_add_explicit(&zkn_ctr.misses, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&zkn__ctr.misses, 1, memory_order_relaxed);
         idx = miss(c, zero, &clean);
         if (idx == UINT32_MAX) {
-            pthread_rwlock_unlock(&zkn_fork_lock);
+            pthread_rwlock_unlock(&zkn__fork_lock);
             return libc_large(size, align, zero); /* class full or out of mappings */
         }
     }
-    struct zkn_slot *s = &zkn_win.cls[c].slots[idx];
+    struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
     s->flags &= (uint8_t)~SLOT_F_CLEAN; /* the program may write from now on */
     atomic_store_explicit(&s->state, SLOT_LIVE, memory_order_release);
-    pthread_rwlock_unlock(&zkn_fork_lock);
+    pthread_rwlock_unlock(&zkn__fork_lock);
     /* Zeroed after the lock: a fork meanwhile snapshots a live block. */
     if (zero && !clean)
-        zkn_region_zero(c, idx);
-    atomic_fetch_add_explicit(&zkn_ctr.bytes_live, zkn_win.cls[c].size, memory_order_relaxed);
-    return zkn_slot_addr(c, idx);
+        zkn__region_zero(c, idx);
+    atomic_fetch_add_explicit(&zkn__ctr.bytes_live, zkn__win.cls[c].size, memory_order_relaxed);
+    return zkn__slot_addr(c, idx);
 }
 
 /* Large requests leave errno alone on success, whatever the syscalls on the
@@ -139,37 +150,37 @@ static void *large_alloc(size_t size, size_t align, int zero)
 static uint32_t live_slot(int c, const void *p, const char *fn)
 {
     int exact;
-    uint32_t idx = zkn_slot_of(c, p, &exact);
+    uint32_t idx = zkn__slot_of(c, p, &exact);
     if (idx == UINT32_MAX || !exact)
-        zkn_die_bad_pointer(fn, p, "invalid pointer (not the start of a block)");
-    if (atomic_load_explicit(&zkn_win.cls[c].slots[idx].state, memory_order_acquire) != SLOT_LIVE)
-        zkn_die_bad_pointer(fn, p, "double free or pointer to a block that is not live");
+        zkn__die_bad_pointer(fn, p, "invalid pointer (not the start of a block)");
+    if (atomic_load_explicit(&zkn__win.cls[c].slots[idx].state, memory_order_acquire) != SLOT_LIVE)
+        zkn__die_bad_pointer(fn, p, "double free or pointer to a block that is not live");
     return idx;
 }
 
 static void large_free(int c, const void *p, const char *fn)
 {
     int exact;
-    uint32_t idx = zkn_slot_of(c, p, &exact);
+    uint32_t idx = zkn__slot_of(c, p, &exact);
     if (idx == UINT32_MAX || !exact)
-        zkn_die_bad_pointer(fn, p, "invalid pointer (not the start of a block)");
-    zkn_fork_check();
+        zkn__die_bad_pointer(fn, p, "invalid pointer (not the start of a block)");
+    zkn__fork_check();
     uint8_t expect = SLOT_LIVE;
     int saved = errno;
-    pthread_rwlock_rdlock(&zkn_fork_lock);
+    pthread_rwlock_rdlock(&zkn__fork_lock);
     /* The exchange makes two racing frees of one block fail loudly too. */
-    if (!atomic_compare_exchange_strong(&zkn_win.cls[c].slots[idx].state, &expect, SLOT_CACHED))
-        zkn_die_bad_pointer(fn, p, "double free or pointer to a block that is not live");
-    atomic_fetch_sub_explicit(&zkn_ctr.bytes_live, zkn_win.cls[c].size, memory_order_relaxed);
-    zkn_cache_put(c, idx);
-    pthread_rwlock_unlock(&zkn_fork_lock);
+    if (!atomic_compare_exchange_strong(&zkn__win.cls[c].slots[idx].state, &expect, SLOT_CACHED))
+        zkn__die_bad_pointer(fn, p, "double free or pointer to a block that is not live");
+    atomic_fetch_sub_explicit(&zkn__ctr.bytes_live, zkn__win.cls[c].size, memory_order_relaxed);
+    zkn__cache_put(c, idx);
+    pthread_rwlock_unlock(&zkn__fork_lock);
     errno = saved;
 }
 
 void *zkn_malloc(size_t size)
 {
     if (size < SMALL_LIMIT)
-        return zkn_libc_malloc(size);
+        return zkn__libc_malloc(size);
     return large_alloc(size, 0, 0);
 }
 
@@ -181,7 +192,7 @@ void *zkn_calloc(size_t n, size_t size)
         return NULL;
     }
     if (total < SMALL_LIMIT)
-        return zkn_libc_calloc(n, size);
+        return zkn__libc_calloc(n, size);
     return large_alloc(total, 0, 1);
 }
 
@@ -192,7 +203,7 @@ void *zkn_aligned_alloc(size_t alignment, size_t size)
         return NULL;
     }
     if (size < SMALL_LIMIT)
-        return zkn_libc_memalign(alignment, size);
+        return zkn__libc_memalign(alignment, size);
     return large_alloc(size, alignment, 0);
 }
 
@@ -200,9 +211,9 @@ void zkn_free(void *ptr)
 {
     if (!ptr)
         return;
-    int c = zkn_ptr_class(ptr);
+    int c = zkn__ptr_class(ptr);
     if (c < 0)
-        zkn_libc_free(ptr);
+        zkn__libc_free(ptr);
     else
         large_free(c, ptr, "free");
 }
@@ -211,15 +222,15 @@ void zkn_free_sized(void *ptr, size_t size)
 {
     if (!ptr)
         return;
-    int c = zkn_ptr_class(ptr);
+    int c = zkn__ptr_class(ptr);
     if (c < 0) {
-        zkn_libc_free(ptr);
+        zkn__libc_free(ptr);
         return;
     }
     /* Our blocks are at least 64 KiB and at most their class; a realloc that
      * shrank in place or an aligned request may sit in a bigger class. */
-    if (size < SMALL_LIMIT || size > zkn_win.cls[c].size)
-        zkn_die_bad_pointer("free_sized", ptr, "size does not match the block");
+    if (size < SMALL_LIMIT || size > zkn__win.cls[c].size)
+        zkn__die_bad_pointer("free_sized", ptr, "size does not match the block");
     large_free(c, ptr, "free_sized");
 }
 
@@ -227,57 +238,57 @@ size_t zkn_usable_size(const void *ptr)
 {
     if (!ptr)
         return 0;
-    int c = zkn_ptr_class(ptr);
+    int c = zkn__ptr_class(ptr);
     if (c < 0)
-        return zkn_libc_usable_size((void *)ptr);
+        return zkn__libc_usable_size((void *)ptr);
     live_slot(c, ptr, "malloc_usable_size");
-    return (size_t)zkn_win.cls[c].size;
+    return (size_t)zkn__win.cls[c].size;
 }
 
 void *zkn_realloc(void *ptr, size_t size)
 {
     if (!ptr)
         return zkn_malloc(size);
-    int c = zkn_ptr_class(ptr);
+    int c = zkn__ptr_class(ptr);
     if (c < 0) {
         /* glibc's block: stays glibc's unless it grows into our classes. */
         if (size < SMALL_LIMIT)
-            return zkn_libc_realloc(ptr, size);
-        if (!zkn_init() || zkn_class_for(size, 0) < 0) {
-            atomic_fetch_add_explicit(&zkn_ctr.libc_fallbacks, 1, memory_order_relaxed);
-            return zkn_libc_realloc(ptr, size);
+            return zkn__libc_realloc(ptr, size);
+        if (!zkn__init() || zkn__class_for(size, 0) < 0) {
+            atomic_fetch_add_explicit(&zkn__ctr.libc_fallbacks, 1, memory_order_relaxed);
+            return zkn__libc_realloc(ptr, size);
         }
         void *n = zkn_malloc(size);
         if (!n)
             return NULL;
-        size_t old = zkn_libc_usable_size(ptr);
+        size_t old = zkn__libc_usable_size(ptr);
         memcpy(n, ptr, old < size ? old : size);
-        zkn_libc_free(ptr);
+        zkn__libc_free(ptr);
         return n;
     }
     uint32_t idx = live_slot(c, ptr, "realloc");
-    uint64_t old = zkn_win.cls[c].size;
+    uint64_t old = zkn__win.cls[c].size;
     if (size == 0) { /* glibc's behaviour: free, return NULL */
         large_free(c, ptr, "realloc");
         return NULL;
     }
-    int nc = size < SMALL_LIMIT ? -1 : zkn_class_for(size, 0);
+    int nc = size < SMALL_LIMIT ? -1 : zkn__class_for(size, 0);
     /* Same class, or a shrink that keeps at least half: stay in place. */
     if (nc == c || (nc >= 0 && nc < c && size >= old / 2))
         return ptr;
     if (nc > c) {
-        pthread_rwlock_rdlock(&zkn_fork_lock);
-        uint32_t nidx = zkn_region_move_grow(c, idx, nc);
+        pthread_rwlock_rdlock(&zkn__fork_lock);
+        uint32_t nidx = zkn__region_move_grow(c, idx, nc);
         if (nidx != UINT32_MAX) {
-            zkn_region_release(c, idx); /* the emptied old slot */
-            atomic_store_explicit(&zkn_win.cls[nc].slots[nidx].state, SLOT_LIVE,
+            zkn__region_release(c, idx); /* the emptied old slot */
+            atomic_store_explicit(&zkn__win.cls[nc].slots[nidx].state, SLOT_LIVE,
                                   memory_order_release);
         }
-        pthread_rwlock_unlock(&zkn_fork_lock);
+        pthread_rwlock_unlock(&zkn__fork_lock);
         if (nidx != UINT32_MAX) {
-            atomic_fetch_add_explicit(&zkn_ctr.bytes_live, zkn_win.cls[nc].size - old,
+            atomic_fetch_add_explicit(&zkn__ctr.bytes_live, zkn__win.cls[nc].size - old,
                                       memory_order_relaxed);
-            return zkn_slot_addr(nc, nidx);
+            return zkn__slot_addr(nc, nidx);
         }
     }
     void *n = zkn_malloc(size);
@@ -290,11 +301,11 @@ void *zkn_realloc(void *ptr, size_t size)
 
 static void drain(int soften)
 {
-    zkn_fork_check();
-    pthread_rwlock_rdlock(&zkn_fork_lock);
-    zkn_cache_drain(soften);
-    pthread_rwlock_unlock(&zkn_fork_lock);
-    zkn_daemon_flush_returns(1);
+    zkn__fork_check();
+    pthread_rwlock_rdlock(&zkn__fork_lock);
+    zkn__cache_drain(soften);
+    pthread_rwlock_unlock(&zkn__fork_lock);
+    zkn__daemon_flush_returns(1);
 }
 
 void zkn_soften_cache(void)

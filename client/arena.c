@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <unistd.h>
 
+#include "libc_alloc.h"
+#include "os.h"
 #include "zknalloc.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -45,8 +47,6 @@ static pthread_mutex_t asan_lock = PTHREAD_MUTEX_INITIALIZER;
 #endif
 
 /* glibc's allocator under its exported internal names (present since 2.0). */
-extern void *__libc_malloc(size_t size);
-extern void __libc_free(void *ptr);
 
 /* Blocks this big are asked for on a huge-page boundary, so the region can be
  * backed by 2 MiB pages and the arena's large alignments cost no padding. */
@@ -58,11 +58,6 @@ struct zkn_arena {
     _Atomic size_t used; /* offset of the first free byte, <= capacity */
 };
 
-static size_t page_size(void)
-{
-    long ps = sysconf(_SC_PAGESIZE);
-    return ps > 0 ? (size_t)ps : 4096;
-}
 
 zkn_arena *zkn_arena_create(size_t capacity)
 {
@@ -72,17 +67,17 @@ zkn_arena *zkn_arena_create(size_t capacity)
         errno = EINVAL;
         return NULL;
     }
-    zkn_arena *a = __libc_malloc(sizeof *a);
+    zkn_arena *a = zkn__libc_malloc(sizeof *a);
     if (!a) {
         errno = ENOMEM;
         return NULL;
     }
-    size_t align = capacity >= ARENA_HUGE_ALIGN ? ARENA_HUGE_ALIGN : page_size();
+    size_t align = capacity >= ARENA_HUGE_ALIGN ? ARENA_HUGE_ALIGN : zkn__page_size();
     errno = 0;
     void *block = zkn_aligned_alloc(align, capacity);
     if (!block) {
         int e = errno ? errno : ENOMEM;
-        __libc_free(a);
+        zkn__libc_free(a);
         errno = e;
         return NULL;
     }
@@ -152,5 +147,5 @@ void zkn_arena_destroy(zkn_arena *arena)
     /* The block goes back to an allocator that may reuse or inspect it. */
     ARENA_UNPOISON(arena->base, arena->capacity);
     zkn_free(arena->base);
-    __libc_free(arena);
+    zkn__libc_free(arena);
 }

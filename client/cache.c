@@ -1,29 +1,37 @@
 /* Caches of free regions: a small per-thread cache per class, lock-free for
- * its owner, and a shared cache per class under zkn_glock, so a region freed
+ * its owner, and a shared cache per class under zkn__glock, so a region freed
  * on one thread serves another. A process-wide cap bounds both together;
  * over it the least recently used class gives up a region, and when none can,
  * the region just freed is released (daemon regions go back to the daemon).
  *
  * Thread-cache entries are atomic words: the owner pushes into an empty entry
  * and pops with an exchange; any other thread may only take entries (with an
- * exchange, under zkn_glock), so whoever reads a non-zero value owns that
+ * exchange, under zkn__glock), so whoever reads a non-zero value owns that
  * region. That lets the cap, zkn_release_cache() and thread exit reach every
  * cached region without making the owner's hit take a lock. */
 #include <string.h>
 #include <sys/mman.h>
 
 #include "internal.h"
+#include "os.h"
 
 #define TC_PER_CLASS 4
 
-struct zkn_tcache {
+struct zkn__tcache {
     _Atomic uint32_t ent[ZKN_CLASS_COUNT][TC_PER_CLASS]; /* slot index + 1; 0 empty */
     _Atomic uint64_t bytes;
-    struct zkn_tcache *next, *prev; /* registry, under zkn_glock */
+    struct zkn__tcache *next, *prev; /* registry, under zkn__glock */
 };
 
-uint64_t zkn_cache_cap;
-_Atomic uint64_t zkn_bytes_cached;
+uint64_t zkn__cache_cap;
+static pthread_key_t thread_key; /* hands a thread's cache back when it exits */
+
+int zkn__cache_init(uint64_t cap)
+{
+    zkn__cache_cap = cap;
+    return pthread_key_create(&thread_key, zkn__cache_thread_exit) == 0 ? 0 : -1;
+}
+_Atomic uint64_t zkn__bytes_cached;
 
 /* Per class, on its own cache line so classes do not contend. */
 static struct {
@@ -32,31 +40,31 @@ static struct {
     _Atomic uint64_t last_use; /* coarse time of the last get or put */
 } __attribute__((aligned(64))) cls_stat[ZKN_CLASS_COUNT];
 
-static struct zkn_tcache *registry;  /* live thread caches */
-static struct zkn_tcache *spare;     /* structs of exited threads, linked by next */
-static struct zkn_tcache *chunk_cur; /* carving a fresh mmap'd chunk */
+static struct zkn__tcache *registry;  /* live thread caches */
+static struct zkn__tcache *spare;     /* structs of exited threads, linked by next */
+static struct zkn__tcache *chunk_cur; /* carving a fresh mmap'd chunk */
 static size_t chunk_left;
 
 /* initial-exec: no __tls_get_addr on the path, which could call malloc. */
-static __thread struct zkn_tcache *tls_tc __attribute__((tls_model("initial-exec")));
+static __thread struct zkn__tcache *tls_tc __attribute__((tls_model("initial-exec")));
 static __thread int tls_dead __attribute__((tls_model("initial-exec")));
 
 static uint64_t per_thread_limit(void)
 {
-    return zkn_cache_cap / 4;
+    return zkn__cache_cap / 4;
 }
 
 static void touch_class(int c)
 {
-    uint64_t now = zkn_now_ns();
+    uint64_t now = zkn__now_ns();
     /* Write only when stale, so threads hitting one class share the line read-only. */
     if (now - atomic_load_explicit(&cls_stat[c].last_use, memory_order_relaxed) > 4000000)
         atomic_store_explicit(&cls_stat[c].last_use, now, memory_order_relaxed);
 }
 
-static struct zkn_tcache *tc_alloc_locked(void)
+static struct zkn__tcache *tc_alloc_locked(void)
 {
-    struct zkn_tcache *tc = spare;
+    struct zkn__tcache *tc = spare;
     if (tc) {
         spare = tc->next;
     } else {
@@ -79,7 +87,7 @@ static struct zkn_tcache *tc_alloc_locked(void)
     return tc;
 }
 
-static void tc_unlink_locked(struct zkn_tcache *tc)
+static void tc_unlink_locked(struct zkn__tcache *tc)
 {
     if (tc->prev)
         tc->prev->next = tc->next;
@@ -92,21 +100,21 @@ static void tc_unlink_locked(struct zkn_tcache *tc)
     spare = tc;
 }
 
-static struct zkn_tcache *my_tcache(void)
+static struct zkn__tcache *my_tcache(void)
 {
-    struct zkn_tcache *tc = tls_tc;
+    struct zkn__tcache *tc = tls_tc;
     if (tc || tls_dead)
         return tc;
-    pthread_mutex_lock(&zkn_glock);
+    pthread_mutex_lock(&zkn__glock);
     tc = tc_alloc_locked();
-    pthread_mutex_unlock(&zkn_glock);
+    pthread_mutex_unlock(&zkn__glock);
     if (!tc)
         return NULL;
     /* The key's destructor hands the cache back at thread exit. */
-    if (pthread_setspecific(zkn_tkey, tc) != 0) {
-        pthread_mutex_lock(&zkn_glock);
+    if (pthread_setspecific(thread_key, tc) != 0) {
+        pthread_mutex_lock(&zkn__glock);
         tc_unlink_locked(tc);
-        pthread_mutex_unlock(&zkn_glock);
+        pthread_mutex_unlock(&zkn__glock);
         tls_dead = 1;
         return NULL;
     }
@@ -116,7 +124,7 @@ static struct zkn_tcache *my_tcache(void)
 
 static void shared_push_locked(int c, uint32_t idx)
 {
-    struct zkn_class_win *w = &zkn_win.cls[c];
+    struct zkn__class_win *w = &zkn__win.cls[c];
     w->slots[idx].next = w->shared_head;
     w->shared_head = idx + 1;
     w->shared_count++;
@@ -125,7 +133,7 @@ static void shared_push_locked(int c, uint32_t idx)
 
 static uint32_t shared_pop_locked(int c)
 {
-    struct zkn_class_win *w = &zkn_win.cls[c];
+    struct zkn__class_win *w = &zkn__win.cls[c];
     if (!w->shared_head)
         return UINT32_MAX;
     uint32_t idx = w->shared_head - 1;
@@ -136,16 +144,16 @@ static uint32_t shared_pop_locked(int c)
     return idx;
 }
 
-/* Takes one region of class c from any thread cache. Under zkn_glock. */
+/* Takes one region of class c from any thread cache. Under zkn__glock. */
 static uint32_t steal_locked(int c)
 {
-    for (struct zkn_tcache *tc = registry; tc; tc = tc->next)
+    for (struct zkn__tcache *tc = registry; tc; tc = tc->next)
         for (int i = 0; i < TC_PER_CLASS; i++) {
             if (!atomic_load_explicit(&tc->ent[c][i], memory_order_relaxed))
                 continue;
             uint32_t v = atomic_exchange(&tc->ent[c][i], 0);
             if (v) {
-                atomic_fetch_sub(&tc->bytes, zkn_win.cls[c].size);
+                atomic_fetch_sub(&tc->bytes, zkn__win.cls[c].size);
                 return v - 1;
             }
         }
@@ -155,16 +163,16 @@ static uint32_t steal_locked(int c)
 /* The region has left the cache (to the program or to be released). */
 static void uncount(int c)
 {
-    atomic_fetch_sub_explicit(&zkn_bytes_cached, zkn_win.cls[c].size, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&zkn__bytes_cached, zkn__win.cls[c].size, memory_order_relaxed);
     atomic_fetch_sub_explicit(&cls_stat[c].cached, 1, memory_order_relaxed);
 }
 
-uint32_t zkn_cache_get(int c, uint8_t *flags)
+uint32_t zkn__cache_get(int c, uint8_t *flags)
 {
     uint32_t idx = UINT32_MAX;
     if (atomic_load_explicit(&cls_stat[c].cached, memory_order_relaxed) == 0)
         return UINT32_MAX;
-    struct zkn_tcache *tc = my_tcache();
+    struct zkn__tcache *tc = my_tcache();
     if (tc) {
         for (int i = 0; i < TC_PER_CLASS; i++) {
             if (!atomic_load_explicit(&tc->ent[c][i], memory_order_relaxed))
@@ -172,7 +180,7 @@ uint32_t zkn_cache_get(int c, uint8_t *flags)
             uint32_t v = atomic_exchange(&tc->ent[c][i], 0);
             if (v) {
                 idx = v - 1;
-                atomic_fetch_sub_explicit(&tc->bytes, zkn_win.cls[c].size, memory_order_relaxed);
+                atomic_fetch_sub_explicit(&tc->bytes, zkn__win.cls[c].size, memory_order_relaxed);
                 break;
             }
         }
@@ -180,17 +188,17 @@ uint32_t zkn_cache_get(int c, uint8_t *flags)
     if (idx == UINT32_MAX) {
         /* Shared list first; then another thread's cache, which beats any
          * miss (regions are fungible, whoever freed them). */
-        pthread_mutex_lock(&zkn_glock);
+        pthread_mutex_lock(&zkn__glock);
         idx = shared_pop_locked(c);
         if (idx == UINT32_MAX)
             idx = steal_locked(c);
-        pthread_mutex_unlock(&zkn_glock);
+        pthread_mutex_unlock(&zkn__glock);
     }
     if (idx == UINT32_MAX)
         return UINT32_MAX;
     uncount(c);
     touch_class(c);
-    struct zkn_slot *s = &zkn_win.cls[c].slots[idx];
+    struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
     *flags = s->flags;
     atomic_store_explicit(&s->state, SLOT_LIVE, memory_order_release);
     return idx;
@@ -199,9 +207,9 @@ uint32_t zkn_cache_get(int c, uint8_t *flags)
 /* Reserves size bytes under the cap; 1 on success. */
 static int reserve(uint64_t size)
 {
-    uint64_t cur = atomic_load_explicit(&zkn_bytes_cached, memory_order_relaxed);
-    while (cur + size <= zkn_cache_cap)
-        if (atomic_compare_exchange_weak(&zkn_bytes_cached, &cur, cur + size))
+    uint64_t cur = atomic_load_explicit(&zkn__bytes_cached, memory_order_relaxed);
+    while (cur + size <= zkn__cache_cap)
+        if (atomic_compare_exchange_weak(&zkn__bytes_cached, &cur, cur + size))
             return 1;
     return 0;
 }
@@ -226,32 +234,32 @@ static int make_room(int c, uint64_t size)
         }
         if (victim < 0)
             return 0;
-        pthread_mutex_lock(&zkn_glock);
+        pthread_mutex_lock(&zkn__glock);
         uint32_t idx = shared_pop_locked(victim);
         if (idx == UINT32_MAX)
             idx = steal_locked(victim);
-        pthread_mutex_unlock(&zkn_glock);
+        pthread_mutex_unlock(&zkn__glock);
         if (idx == UINT32_MAX) {
             touch_class(victim); /* raced with its owner; look elsewhere next */
             continue;
         }
         uncount(victim);
-        zkn_region_release(victim, idx);
+        zkn__region_release(victim, idx);
     }
     return reserve(size);
 }
 
-void zkn_cache_put(int c, uint32_t idx)
+void zkn__cache_put(int c, uint32_t idx)
 {
-    uint64_t size = zkn_win.cls[c].size;
+    uint64_t size = zkn__win.cls[c].size;
     if (!reserve(size) && !make_room(c, size)) {
-        zkn_region_release(c, idx);
-        zkn_daemon_flush_returns(0);
+        zkn__region_release(c, idx);
+        zkn__daemon_flush_returns(0);
         return;
     }
     atomic_fetch_add_explicit(&cls_stat[c].cached, 1, memory_order_relaxed);
     touch_class(c);
-    struct zkn_tcache *tc = my_tcache();
+    struct zkn__tcache *tc = my_tcache();
     if (tc && atomic_load_explicit(&tc->bytes, memory_order_relaxed) + size <= per_thread_limit()) {
         for (int i = 0; i < TC_PER_CLASS; i++) {
             if (atomic_load_explicit(&tc->ent[c][i], memory_order_relaxed))
@@ -262,38 +270,38 @@ void zkn_cache_put(int c, uint32_t idx)
             return;
         }
     }
-    pthread_mutex_lock(&zkn_glock);
+    pthread_mutex_lock(&zkn__glock);
     shared_push_locked(c, idx);
-    pthread_mutex_unlock(&zkn_glock);
+    pthread_mutex_unlock(&zkn__glock);
 }
 
-/* Moves every thread-cache entry to the shared lists. Under zkn_glock. */
+/* Moves every thread-cache entry to the shared lists. Under zkn__glock. */
 static void gather_locked(void)
 {
-    for (struct zkn_tcache *tc = registry; tc; tc = tc->next)
+    for (struct zkn__tcache *tc = registry; tc; tc = tc->next)
         for (int c = 0; c < ZKN_CLASS_COUNT; c++)
             for (int i = 0; i < TC_PER_CLASS; i++) {
                 uint32_t v = atomic_exchange(&tc->ent[c][i], 0);
                 if (v) {
-                    atomic_fetch_sub(&tc->bytes, zkn_win.cls[c].size);
+                    atomic_fetch_sub(&tc->bytes, zkn__win.cls[c].size);
                     shared_push_locked(c, v - 1);
                 }
             }
 }
 
-void zkn_cache_drain(int soften)
+void zkn__cache_drain(int soften)
 {
     uint32_t heads[ZKN_CLASS_COUNT] = {0};
-    if (!atomic_load_explicit(&zkn_win.len, memory_order_acquire))
+    if (!atomic_load_explicit(&zkn__win.len, memory_order_acquire))
         return;
-    pthread_mutex_lock(&zkn_glock);
+    pthread_mutex_lock(&zkn__glock);
     gather_locked();
     for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
-        struct zkn_class_win *w = &zkn_win.cls[c];
+        struct zkn__class_win *w = &zkn__win.cls[c];
         uint32_t keep = 0, keep_n = 0, idx;
         while ((idx = shared_pop_locked(c)) != UINT32_MAX) {
             if (soften && !(w->slots[idx].flags & SLOT_F_DAEMON)) {
-                zkn_region_soften(c, idx);
+                zkn__region_soften(c, idx);
                 w->slots[idx].next = keep;
                 keep = idx + 1;
                 keep_n++;
@@ -306,24 +314,24 @@ void zkn_cache_drain(int soften)
         w->shared_count = keep_n;
         atomic_store_explicit(&cls_stat[c].shared, keep_n, memory_order_relaxed);
     }
-    pthread_mutex_unlock(&zkn_glock);
+    pthread_mutex_unlock(&zkn__glock);
     for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
         while (heads[c]) {
             uint32_t idx = heads[c] - 1;
-            heads[c] = zkn_win.cls[c].slots[idx].next;
+            heads[c] = zkn__win.cls[c].slots[idx].next;
             uncount(c);
-            zkn_region_release(c, idx);
+            zkn__region_release(c, idx);
         }
     }
 }
 
-void zkn_cache_thread_exit(void *arg)
+void zkn__cache_thread_exit(void *arg)
 {
-    struct zkn_tcache *tc = arg;
+    struct zkn__tcache *tc = arg;
     /* Frees from later destructors of this thread go to the shared cache. */
     tls_tc = NULL;
     tls_dead = 1;
-    pthread_mutex_lock(&zkn_glock);
+    pthread_mutex_lock(&zkn__glock);
     for (int c = 0; c < ZKN_CLASS_COUNT; c++)
         for (int i = 0; i < TC_PER_CLASS; i++) {
             uint32_t v = atomic_exchange(&tc->ent[c][i], 0);
@@ -331,24 +339,24 @@ void zkn_cache_thread_exit(void *arg)
                 shared_push_locked(c, v - 1);
         }
     tc_unlink_locked(tc);
-    pthread_mutex_unlock(&zkn_glock);
+    pthread_mutex_unlock(&zkn__glock);
 }
 
-void zkn_cache_child_reset(void)
+void zkn__cache_child_reset(void)
 {
     /* Single-threaded child: no locks needed, none taken (they were reset). */
-    struct zkn_tcache *mine = tls_tc;
-    for (struct zkn_tcache *tc = registry, *next; tc; tc = next) {
+    struct zkn__tcache *mine = tls_tc;
+    for (struct zkn__tcache *tc = registry, *next; tc; tc = next) {
         next = tc->next;
         for (int c = 0; c < ZKN_CLASS_COUNT; c++)
             for (int i = 0; i < TC_PER_CLASS; i++) {
                 uint32_t v = atomic_load(&tc->ent[c][i]);
                 if (!v)
                     continue;
-                struct zkn_slot *s = &zkn_win.cls[c].slots[v - 1];
+                struct zkn__slot *s = &zkn__win.cls[c].slots[v - 1];
                 if (tc != mine || (s->flags & SLOT_F_DAEMON)) {
                     atomic_store(&tc->ent[c][i], 0);
-                    atomic_fetch_sub(&tc->bytes, zkn_win.cls[c].size);
+                    atomic_fetch_sub(&tc->bytes, zkn__win.cls[c].size);
                     shared_push_locked(c, v - 1);
                 }
             }
@@ -358,7 +366,7 @@ void zkn_cache_child_reset(void)
     /* Shared regions cached by the parent are the parent's lease: unmap them
      * here (without RETURN) before anything can write to them. */
     for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
-        struct zkn_class_win *w = &zkn_win.cls[c];
+        struct zkn__class_win *w = &zkn__win.cls[c];
         uint32_t keep = 0, keep_n = 0, drop = 0, idx;
         while ((idx = shared_pop_locked(c)) != UINT32_MAX) {
             if (w->slots[idx].flags & SLOT_F_DAEMON) {
@@ -377,7 +385,7 @@ void zkn_cache_child_reset(void)
             idx = drop - 1;
             drop = w->slots[idx].next;
             uncount(c);
-            zkn_region_release(c, idx); /* the link is reset: no RETURN queued */
+            zkn__region_release(c, idx); /* the link is reset: no RETURN queued */
         }
     }
 }

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "os.h"
 #include "sockpath.h"
 #include "wire.h"
 #include "zkn_proto.h"
@@ -82,30 +83,19 @@ struct idqueue {
 };
 static struct idqueue returns, forgets;
 
-int zkn_daemon_connected(void)
+int zkn__daemon_connected(void)
 {
     return atomic_load_explicit(&connected, memory_order_relaxed);
 }
 
-int zkn_daemon_gen_current(uint32_t gen)
+int zkn__daemon_gen_current(uint32_t gen)
 {
     return gen != 0 && gen == atomic_load_explicit(&live_gen, memory_order_relaxed);
 }
 
-uint32_t zkn_daemon_backing(void)
+uint32_t zkn__daemon_backing(void)
 {
     return atomic_load_explicit(&backing, memory_order_relaxed);
-}
-
-int zkn_daemon_preferred(int c)
-{
-    /* A warm 4 KiB-page region still faults in every 4 KiB page table entry
-     * when first touched here, which measured no faster than a fresh local
-     * THP region of 2 MiB and up; huge-page backings win clearly. */
-    if (zkn_daemon_connected() && zkn_daemon_backing() == ZKN_BACKING_MEMFD_4K &&
-        zkn_thp_anon && zkn_win.cls[c].size >= ZKN_HUGE_PAGE_SIZE)
-        return 0;
-    return 1;
 }
 
 static void be_quiet_locked(uint64_t now)
@@ -133,8 +123,8 @@ static void disconnect_locked(void)
     lend_abandoned = 0;
     mailbox_clear_locked();
     if (atomic_exchange(&connected, 0))
-        zkn_log_once("zknalloc: lost the zknallocd daemon; large blocks now come from private memory\n");
-    be_quiet_locked(zkn_now_ns());
+        zkn__log_once("zknalloc: lost the zknallocd daemon; large blocks now come from private memory\n");
+    be_quiet_locked(zkn__now_ns());
 }
 
 static int send_frame(uint16_t type, const void *payload, size_t len, uint32_t *rid)
@@ -167,7 +157,7 @@ static void instance_of(int s, const char *path, uint64_t out[2])
         char name[40], buf[512];
         out[0] = (uint64_t)cr.pid;
         /* "/proc/%d/stat" by hand: no stdio in here. */
-        char digits[24], *d = zkn_fmt_u64(digits, (uint64_t)cr.pid);
+        char digits[24], *d = zkn__fmt_u64(digits, (uint64_t)cr.pid);
         size_t n = 0;
         for (const char *q = "/proc/"; *q; q++)
             name[n++] = *q;
@@ -212,12 +202,12 @@ static void hello_done_locked(const char *buf, ssize_t n)
     memcpy(&ok, buf + sizeof hdr, sizeof ok);
     if (hdr.type != ZKN_MSG_HELLO_OK || ok.version < ZKN_PROTO_MIN_VERSION ||
         ok.version > ZKN_PROTO_VERSION) {
-        zkn_log_once("zknalloc: zknallocd speaks another protocol version; not using it\n");
+        zkn__log_once("zknalloc: zknallocd speaks another protocol version; not using it\n");
         disconnect_locked();
         return;
     }
     if (ok.class_count != ZKN_CLASS_COUNT) {
-        zkn_log_once("zknalloc: zknallocd uses another size-class table; not using it\n");
+        zkn__log_once("zknalloc: zknallocd uses another size-class table; not using it\n");
         disconnect_locked();
         return;
     }
@@ -232,7 +222,7 @@ static void hello_done_locked(const char *buf, ssize_t n)
         atomic_store(&live_gen, gen_counter);
     }
     if (ever_connected)
-        atomic_fetch_add(&zkn_ctr.reconnects, 1);
+        atomic_fetch_add(&zkn__ctr.reconnects, 1);
     ever_connected = 1;
     last_instance[0] = inst[0];
     last_instance[1] = inst[1];
@@ -253,7 +243,7 @@ static void give_back_late(const char *buf, ssize_t n)
         if (off + sizeof d > (size_t)n)
             break;
         memcpy(&d, buf + off, sizeof d);
-        zkn_daemon_queue_return(d.id, atomic_load(&live_gen));
+        zkn__daemon_queue_return(d.id, atomic_load(&live_gen));
     }
 }
 
@@ -313,7 +303,7 @@ static void pump_locked(void)
  * polling. 1 when done, 0 on timeout, -1 when the connection went away. */
 static int wait_locked(int (*done)(void), int timeout_ms)
 {
-    uint64_t deadline = zkn_now_ns() + (uint64_t)timeout_ms * 1000000u;
+    uint64_t deadline = zkn__now_ns() + (uint64_t)timeout_ms * 1000000u;
     uint32_t my_epoch = epoch;
     waiting = 1;
     int rc;
@@ -327,7 +317,7 @@ static int wait_locked(int (*done)(void), int timeout_ms)
             rc = 1;
             break;
         }
-        uint64_t now = zkn_now_ns();
+        uint64_t now = zkn__now_ns();
         if (now >= deadline) {
             rc = 0;
             break;
@@ -355,11 +345,11 @@ static int connect_locked(void)
             return -1;
         struct sockaddr_un a = {.sun_family = AF_UNIX};
         uid_t dir_owner;
-        if (zkn_trust_socket_dir(path, &dir_owner) != 0) {
+        if (zkn__trust_socket_dir(path, &dir_owner) != 0) {
             /* Missing (no daemon) or not safe: either way nobody to talk to. */
             struct stat st;
             if (lstat(path, &st) == 0)
-                zkn_log_once("zknalloc: not trusting the zknallocd socket (its directory is "
+                zkn__log_once("zknalloc: not trusting the zknallocd socket (its directory is "
                              "not owned by root, this user or ZK_NALLOC_DAEMON_UID, or is "
                              "writable by others); large blocks come from private memory\n");
             return -1;
@@ -373,8 +363,8 @@ static int connect_locked(void)
             close(s);
             return -1;
         }
-        if (zkn_trust_peer(s, dir_owner) != 0) {
-            zkn_log_once("zknalloc: the process serving the zknallocd socket is not root, "
+        if (zkn__trust_peer(s, dir_owner) != 0) {
+            zkn__log_once("zknalloc: the process serving the zknallocd socket is not root, "
                          "this user or ZK_NALLOC_DAEMON_UID; large blocks come from private "
                          "memory\n");
             close(s);
@@ -394,7 +384,7 @@ static int connect_locked(void)
         return atomic_load(&connected) ? 0 : -1;
     int rc = wait_locked(hello_arrived, HELLO_WAIT_MS);
     if (rc == 0) /* the late HELLO_OK is read by whoever comes next */
-        be_quiet_locked(zkn_now_ns());
+        be_quiet_locked(zkn__now_ns());
     return atomic_load(&connected) ? 0 : -1;
 }
 
@@ -428,7 +418,7 @@ static void send_queue_locked(struct idqueue *q, uint32_t flags)
         }
         outstanding++;
         if (!(flags & ZKN_RETURN_FORGET))
-            atomic_fetch_add(&zkn_ctr.returns, r.count);
+            atomic_fetch_add(&zkn__ctr.returns, r.count);
     }
 }
 
@@ -448,36 +438,42 @@ static void queue_push(struct idqueue *q, uint64_t id, uint32_t gen)
     if (n < QUEUE_MAX)
         q->ids[n++] = id;
     else if (q == &forgets) /* the lease would come back at our exit: say so */
-        zkn_log_once("zknalloc: too many regions to forget after fork; some may be reused "
+        zkn__log_once("zknalloc: too many regions to forget after fork; some may be reused "
                      "by the daemon once this process exits\n");
     atomic_store(&q->n, n);
     pthread_mutex_unlock(&qlock);
 }
 
-void zkn_daemon_queue_return(uint64_t id, uint32_t gen)
+void zkn__daemon_queue_return(uint64_t id, uint32_t gen)
 {
     queue_push(&returns, id, gen);
 }
 
+static void reset_locked(void);
+
 /* A process that forked without running our handlers (_Fork, raw clone)
  * where no fork token could be had still holds the parent's socket: it must
- * never speak for the parent. The fix-up resets (and unlocks) dlock. */
+ * never speak for the parent. (fork.c resets the rest: zkn__fork_check.) */
 static int foreign_locked(void)
 {
     if (sock < 0 || owner_pid == getpid())
         return 0;
-    zkn_fork_child_fixup();
-    pthread_mutex_lock(&dlock);
+    reset_locked();
     return 1;
 }
 
-void zkn_daemon_flush_returns(int wait_for_lock)
+int zkn__daemon_pid_changed(void)
+{
+    return sock >= 0 && owner_pid != getpid();
+}
+
+void zkn__daemon_flush_returns(int wait_for_lock)
 {
     if (!atomic_load_explicit(&returns.n, memory_order_relaxed) &&
         !atomic_load_explicit(&forgets.n, memory_order_relaxed) &&
         !atomic_load_explicit(&lend_abandoned, memory_order_relaxed))
         return; /* nothing to send, no late reply to read */
-    if (!zkn_daemon_connected())
+    if (!zkn__daemon_connected())
         return;
     if (wait_for_lock)
         pthread_mutex_lock(&dlock);
@@ -503,9 +499,9 @@ static void handle_error_reply(int c, const char *buf, size_t n, uint64_t now)
         disconnect_locked();
 }
 
-int zkn_daemon_lend(int c, int count, int zeroed, struct zkn_lent *out, uint32_t *gen)
+int zkn__daemon_lend(int c, int count, int zeroed, struct zkn__lent *out, uint32_t *gen)
 {
-    uint64_t now = zkn_now_ns();
+    uint64_t now = zkn__now_ns();
     if (now < atomic_load_explicit(&quiet_until, memory_order_relaxed))
         return 0; /* a daemon that is missing or slow costs nothing here */
     int saved = errno;
@@ -538,12 +534,12 @@ int zkn_daemon_lend(int c, int count, int zeroed, struct zkn_lent *out, uint32_t
         disconnect_locked();
         goto out;
     }
-    atomic_fetch_add(&zkn_ctr.lends, 1);
+    atomic_fetch_add(&zkn__ctr.lends, 1);
     int rc = wait_locked(lend_arrived, LEND_WAIT_MS);
     if (rc <= 0) {
         if (rc == 0) { /* slow: its answer is given back when it comes */
             lend_abandoned = 1;
-            be_quiet_locked(zkn_now_ns());
+            be_quiet_locked(zkn__now_ns());
         }
         goto out;
     }
@@ -570,17 +566,17 @@ int zkn_daemon_lend(int c, int count, int zeroed, struct zkn_lent *out, uint32_t
     for (uint32_t i = 0; i < r.count; i++) {
         struct zkn_region_desc d;
         memcpy(&d, buf + sizeof h + sizeof r + i * sizeof d, sizeof d);
-        if (d.size != zkn_win.cls[c].size || d.size_class != c ||
-            zkn_trust_region_fd(mb_fds[i], d.size, hello.backing) != 0) {
+        if (d.size != zkn_class_size(c) || d.size_class != c ||
+            zkn__trust_region_fd(mb_fds[i], d.size, hello.backing) != 0) {
             /* Not what a zknallocd lends: stop trusting this daemon. */
-            zkn_log_once("zknalloc: zknallocd lent a file that is not a sealed region of the "
+            zkn__log_once("zknalloc: zknallocd lent a file that is not a sealed region of the "
                          "size it announced; not using it\n");
             for (int k = 0; k < got; k++)
                 close(out[k].fd);
             got = 0;
             mailbox_clear_locked();
             disconnect_locked();
-            atomic_store(&quiet_until, zkn_now_ns() + QUIET_MAX_NS);
+            atomic_store(&quiet_until, zkn__now_ns() + QUIET_MAX_NS);
             goto out;
         }
         out[got].fd = mb_fds[i];
@@ -596,7 +592,7 @@ out:
     return got;
 }
 
-void zkn_daemon_poll(void)
+void zkn__daemon_poll(void)
 {
     if (sock < 0 || pthread_mutex_trylock(&dlock) != 0)
         return;
@@ -605,17 +601,17 @@ void zkn_daemon_poll(void)
     pthread_mutex_unlock(&dlock);
 }
 
-void zkn_daemon_lock(void)
+void zkn__daemon_lock(void)
 {
     pthread_mutex_lock(&dlock);
 }
 
-void zkn_daemon_forget(uint64_t id, uint32_t gen)
+void zkn__daemon_forget(uint64_t id, uint32_t gen)
 {
     queue_push(&forgets, id, gen);
 }
 
-void zkn_daemon_send_forgets_locked(void)
+void zkn__daemon_send_forgets_locked(void)
 {
     /* Before the fork happens, so that a parent killed right after it cannot
      * leave the daemon reusing what the child maps. Never waits; unsent ids
@@ -624,22 +620,27 @@ void zkn_daemon_send_forgets_locked(void)
         send_queue_locked(&forgets, ZKN_RETURN_FORGET);
 }
 
-void zkn_daemon_lock_queue(void)
+void zkn__daemon_lock_queue(void)
 {
     pthread_mutex_lock(&qlock);
 }
 
-void zkn_daemon_unlock_all(void)
+void zkn__daemon_unlock_all(void)
 {
     pthread_mutex_unlock(&qlock);
     pthread_mutex_unlock(&dlock);
 }
 
-void zkn_daemon_atfork_child(void)
+void zkn__daemon_atfork_child(void)
 {
     pthread_mutex_init(&dlock, NULL);
     pthread_mutex_init(&qlock, NULL);
-    /* The parent's socket, leases and queued ids are not the child's. */
+    reset_locked();
+}
+
+/* The parent's socket, leases and queued ids are not the child's. */
+static void reset_locked(void)
+{
     if (sock >= 0)
         close(sock);
     sock = -1;

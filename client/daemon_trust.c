@@ -60,7 +60,7 @@ static void dir_of(const char *path, char *buf, size_t cap)
     buf[n] = '\0';
 }
 
-int zkn_trust_socket_dir(const char *sock_path, uid_t *dir_owner)
+int zkn__trust_socket_dir(const char *sock_path, uid_t *dir_owner)
 {
     char dir[256], parent[256];
     struct stat st, pst;
@@ -79,7 +79,7 @@ int zkn_trust_socket_dir(const char *sock_path, uid_t *dir_owner)
     return 0;
 }
 
-int zkn_trust_peer(int sock, uid_t dir_owner)
+int zkn__trust_peer(int sock, uid_t dir_owner)
 {
     struct ucred cr;
     socklen_t len = sizeof cr;
@@ -88,7 +88,7 @@ int zkn_trust_peer(int sock, uid_t dir_owner)
     return uid_trusted(cr.uid) || cr.uid == dir_owner ? 0 : -1;
 }
 
-int zkn_trust_region_fd(int fd, uint64_t size, uint32_t backing)
+int zkn__trust_region_fd(int fd, uint64_t size, uint32_t backing)
 {
     struct stat st;
     struct statfs fs;

@@ -9,6 +9,7 @@
 
 #include "internal.h"
 #include "libc_alloc.h"
+#include "os.h"
 
 #ifndef ZKN_NO_DROPIN
 
@@ -17,31 +18,6 @@
 /* C23 names glibc 2.36 does not declare yet. */
 void free_sized(void *ptr, size_t size);
 void free_aligned_sized(void *ptr, size_t alignment, size_t size);
-
-/* glibc's own malloc_usable_size. glibc exports no __libc_ alias for it, so
- * it is looked up once in libc.so.6 itself (never through the global scope,
- * which would find ours). Done at load time, before any thread can race. */
-static size_t (*libc_usable)(void *);
-
-__attribute__((constructor)) static void resolve_libc_usable(void)
-{
-    void *h = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
-    if (h) {
-        libc_usable = (size_t (*)(void *))dlsym(h, "malloc_usable_size");
-        dlclose(h);
-    }
-}
-
-size_t zkn_libc_usable_size(void *ptr)
-{
-    if (libc_usable)
-        return libc_usable(ptr);
-    /* Static link without dlopen: glibc's chunk header, as its musable()
-     * reads it (size word before the block; bit 1 = mmapped chunk). */
-    size_t head = ((size_t *)ptr)[-1];
-    size_t chunk = head & ~(size_t)7;
-    return (head & 2) ? chunk - 2 * sizeof(size_t) : chunk - sizeof(size_t);
-}
 
 EXPORT void *malloc(size_t size)
 {
@@ -115,20 +91,15 @@ EXPORT void *memalign(size_t alignment, size_t size)
     return memalign_like(alignment, size);
 }
 
-static size_t page_size(void)
-{
-    long ps = sysconf(_SC_PAGESIZE);
-    return ps > 0 ? (size_t)ps : 4096;
-}
 
 EXPORT void *valloc(size_t size)
 {
-    return memalign_like(page_size(), size);
+    return memalign_like(zkn__page_size(), size);
 }
 
 EXPORT void *pvalloc(size_t size)
 {
-    size_t ps = page_size();
+    size_t ps = zkn__page_size();
     if (size > SIZE_MAX - ps) {
         errno = ENOMEM;
         return NULL;

@@ -13,7 +13,7 @@
  *     frees the memory with the last mapping. From then on it is private
  *     memory of the parent's, never returned;
  *   - cached (free) daemon regions stay shared and do not go to the child.
- * zkn_fork_lock keeps the slot states still meanwhile: every path that maps,
+ * zkn__fork_lock keeps the slot states still meanwhile: every path that maps,
  * hands out, frees or unmaps a region holds it for reading, and prepare for
  * writing. No path holds it while waiting for the daemon.
  *
@@ -26,23 +26,20 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "os.h"
 
-#ifndef MADV_WIPEONFORK
-#define MADV_WIPEONFORK 18
-#endif
-
-pthread_rwlock_t zkn_fork_lock = PTHREAD_RWLOCK_INITIALIZER;
-_Atomic int *zkn_fork_token;
+pthread_rwlock_t zkn__fork_lock = PTHREAD_RWLOCK_INITIALIZER;
+_Atomic int *zkn__fork_token;
 
 /* Each live daemon region becomes private, and the daemon forgets it. */
 static void make_live_regions_forkable(void)
 {
-    if (!atomic_load(&zkn_ctr.daemon_mapped))
+    if (!atomic_load(&zkn__ctr.daemon_mapped))
         return;
     for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
-        struct zkn_class_win *w = &zkn_win.cls[c];
+        struct zkn__class_win *w = &zkn__win.cls[c];
         for (uint32_t i = 0; i < w->hwm; i++) {
-            struct zkn_slot *s = &w->slots[i];
+            struct zkn__slot *s = &w->slots[i];
             if (atomic_load_explicit(&s->state, memory_order_relaxed) != SLOT_LIVE ||
                 !(s->flags & SLOT_F_DAEMON))
                 continue;
@@ -50,28 +47,28 @@ static void make_live_regions_forkable(void)
             uint32_t gen = s->gen;
             /* On failure it stays shared and DONTFORK: the child's fix-up
              * then maps it privately from the inherited fd. */
-            if (zkn_region_make_private(c, i) == 0 && zkn_daemon_gen_current(gen))
-                zkn_daemon_forget(id, gen);
+            if (zkn__region_make_private(c, i) == 0 && zkn__daemon_gen_current(gen))
+                zkn__daemon_forget(id, gen);
         }
     }
 }
 
 static void prepare(void)
 {
-    pthread_rwlock_wrlock(&zkn_fork_lock);
-    zkn_daemon_lock();
+    pthread_rwlock_wrlock(&zkn__fork_lock);
+    zkn__daemon_lock();
     make_live_regions_forkable();
-    zkn_daemon_send_forgets_locked();
+    zkn__daemon_send_forgets_locked();
     /* Every other lock too, so that none is inherited held. */
-    pthread_mutex_lock(&zkn_glock);
-    zkn_daemon_lock_queue();
+    pthread_mutex_lock(&zkn__glock);
+    zkn__daemon_lock_queue();
 }
 
 static void parent(void)
 {
-    pthread_mutex_unlock(&zkn_glock);
-    zkn_daemon_unlock_all();
-    pthread_rwlock_unlock(&zkn_fork_lock);
+    pthread_mutex_unlock(&zkn__glock);
+    zkn__daemon_unlock_all();
+    pthread_rwlock_unlock(&zkn__fork_lock);
 }
 
 /* Live daemon regions the prepare handler could not make private (or every
@@ -82,12 +79,12 @@ static void parent(void)
 static void rescue_live_shared(int copy)
 {
     for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
-        struct zkn_class_win *w = &zkn_win.cls[c];
+        struct zkn__class_win *w = &zkn__win.cls[c];
         for (uint32_t i = 0; i < w->hwm; i++) {
-            struct zkn_slot *s = &w->slots[i];
+            struct zkn__slot *s = &w->slots[i];
             if (atomic_load_explicit(&s->state, memory_order_relaxed) == SLOT_LIVE &&
                 (s->flags & SLOT_F_DAEMON))
-                zkn_region_child_rescue(c, i, copy);
+                zkn__region_child_rescue(c, i, copy);
         }
     }
 }
@@ -95,14 +92,14 @@ static void rescue_live_shared(int copy)
 static void child_reset(int handled)
 {
     pthread_rwlock_t fresh = PTHREAD_RWLOCK_INITIALIZER;
-    zkn_fork_lock = fresh; /* held by the parent's forking thread: not ours */
-    pthread_mutex_init(&zkn_glock, NULL);
-    zkn_daemon_atfork_child(); /* new generation: nothing is returned from here */
-    if (atomic_load(&zkn_ctr.daemon_mapped))
+    zkn__fork_lock = fresh; /* held by the parent's forking thread: not ours */
+    pthread_mutex_init(&zkn__glock, NULL);
+    zkn__daemon_atfork_child(); /* new generation: nothing is returned from here */
+    if (atomic_load(&zkn__ctr.daemon_mapped))
         rescue_live_shared(handled);
-    zkn_cache_child_reset();
-    if (zkn_fork_token)
-        atomic_store(zkn_fork_token, 1);
+    zkn__cache_child_reset();
+    if (zkn__fork_token)
+        atomic_store(zkn__fork_token, 1);
 }
 
 static void child(void)
@@ -110,7 +107,7 @@ static void child(void)
     child_reset(1);
 }
 
-void zkn_fork_child_fixup(void)
+void zkn__fork_child_fixup(void)
 {
     child_reset(0);
 }
@@ -121,16 +118,15 @@ void zkn_fork_child_fixup(void)
  * leaves fork relying on the token; the library must not fail over it. */
 __attribute__((constructor)) static void register_fork_handlers(void)
 {
-    long page = sysconf(_SC_PAGESIZE);
-    void *t = mmap(NULL, page > 0 ? (size_t)page : 4096, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    size_t page = zkn__page_size();
+    void *t = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     /* WIPEONFORK needs Linux 4.14; without it the daemon link still notices
      * a foreign pid before it speaks. */
-    if (t != MAP_FAILED && madvise(t, page > 0 ? (size_t)page : 4096, MADV_WIPEONFORK) == 0) {
-        zkn_fork_token = t;
-        atomic_store(zkn_fork_token, 1);
+    if (t != MAP_FAILED && madvise(t, page, MADV_WIPEONFORK) == 0) {
+        zkn__fork_token = t;
+        atomic_store(zkn__fork_token, 1);
     } else if (t != MAP_FAILED) {
-        (void)munmap(t, page > 0 ? (size_t)page : 4096);
+        (void)munmap(t, page);
     }
     (void)pthread_atfork(prepare, parent, child);
 }

@@ -13,25 +13,25 @@
 #include <stdlib.h>
 
 #ifdef ZKN_NO_DROPIN
-#define zkn_libc_malloc malloc
-#define zkn_libc_calloc calloc
-#define zkn_libc_realloc realloc
-#define zkn_libc_free free
-#define zkn_libc_memalign memalign
-#define zkn_libc_usable_size malloc_usable_size
+#define zkn__libc_malloc malloc
+#define zkn__libc_calloc calloc
+#define zkn__libc_realloc realloc
+#define zkn__libc_free free
+#define zkn__libc_memalign memalign
+#define zkn__libc_usable_size malloc_usable_size
 #else
 extern void *__libc_malloc(size_t size);
 extern void *__libc_calloc(size_t n, size_t size);
 extern void *__libc_realloc(void *ptr, size_t size);
 extern void __libc_free(void *ptr);
 extern void *__libc_memalign(size_t align, size_t size);
-#define zkn_libc_malloc __libc_malloc
-#define zkn_libc_calloc __libc_calloc
-#define zkn_libc_realloc __libc_realloc
-#define zkn_libc_free __libc_free
-#define zkn_libc_memalign __libc_memalign
+#define zkn__libc_malloc __libc_malloc
+#define zkn__libc_calloc __libc_calloc
+#define zkn__libc_realloc __libc_realloc
+#define zkn__libc_free __libc_free
+#define zkn__libc_memalign __libc_memalign
 /* glibc exports no internal name for malloc_usable_size: see dropin.c. */
-size_t zkn_libc_usable_size(void *ptr);
+size_t zkn__libc_usable_size(void *ptr);
 #endif
 
 #endif

@@ -10,19 +10,7 @@
 #include <unistd.h>
 
 #include "internal.h"
-
-#ifndef MADV_HUGEPAGE
-#define MADV_HUGEPAGE 14
-#endif
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-#ifndef MREMAP_DONTUNMAP
-#define MREMAP_DONTUNMAP 4
-#endif
+#include "os.h"
 
 /* Zeroing a dirty region: memset, always. Measured on the 2-core test VM
  * (anon THP madvise), zero then write every 4 KiB page, best of 5:
@@ -40,37 +28,36 @@
  * populated vs 0.55 ms faulted; 8 MiB 0.058 vs 0.056 ms; 128 MiB 0.68 vs
  * 0.69 ms; with sparse use 128 MiB 0.16 vs 0.26 ms. Never slower, much faster
  * for regions below a huge page (4 KiB ptes). */
-int zkn_populate_daemon = 1;
+int zkn__populate_daemon = 1;
+int zkn__thp_anon; /* set once by zkn__init() */
 
 static void advise_huge(void *p, uint64_t size)
 {
     /* Advice only: where THP is off this fails harmlessly. */
-    if (zkn_thp_anon && size >= ZKN_HUGE_PAGE_SIZE)
+    if (zkn__thp_anon && size >= ZKN_HUGE_PAGE_SIZE)
         (void)madvise(p, size, MADV_HUGEPAGE);
 }
 
 /* Puts the PROT_NONE reservation back over a slot. */
 static int unmap_slot(void *p, uint64_t size)
 {
-    void *r = mmap(p, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
-                   -1, 0);
-    return r == MAP_FAILED ? -1 : 0;
+    return zkn__map_none_at(p, size);
 }
 
-uint32_t zkn_region_new_local(int c)
+uint32_t zkn__region_new_local(int c)
 {
-    uint32_t idx = zkn_slot_take(c);
+    uint32_t idx = zkn__slot_take(c);
     if (idx == UINT32_MAX)
         return UINT32_MAX;
-    struct zkn_slot *s = &zkn_win.cls[c].slots[idx];
-    uint64_t size = zkn_win.cls[c].size;
-    void *p = zkn_slot_addr(c, idx);
+    struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
+    uint64_t size = zkn__win.cls[c].size;
+    void *p = zkn__slot_addr(c, idx);
     if (mmap(p, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) ==
         MAP_FAILED) {
         /* A failed MAP_FIXED may have dropped the reservation; restore it or
          * leave the slot abandoned (BUSY) so nothing ever maps there again. */
         if (unmap_slot(p, size) == 0)
-            zkn_slot_put(c, idx);
+            zkn__slot_put(c, idx);
         return UINT32_MAX;
     }
     advise_huge(p, size);
@@ -105,28 +92,28 @@ static int keep_fd(int fd)
     return fd;
 }
 
-static void drop_fd(struct zkn_slot *s)
+static void drop_fd(struct zkn__slot *s)
 {
     close(s->fd);
     s->fd = -1;
     atomic_fetch_sub(&fds_held, 1);
 }
 
-uint32_t zkn_region_map_fd(int c, int fd, uint64_t id, int clean, uint32_t gen)
+uint32_t zkn__region_map_fd(int c, int fd, uint64_t id, int clean, uint32_t gen)
 {
     if ((fd = keep_fd(fd)) < 0)
         return UINT32_MAX;
-    uint32_t idx = zkn_slot_take(c);
-    struct zkn_slot *s = idx == UINT32_MAX ? NULL : &zkn_win.cls[c].slots[idx];
-    uint64_t size = zkn_win.cls[c].size;
-    void *p = s ? zkn_slot_addr(c, idx) : NULL;
-    int flags = MAP_SHARED | MAP_FIXED | (zkn_populate_daemon ? MAP_POPULATE : 0);
+    uint32_t idx = zkn__slot_take(c);
+    struct zkn__slot *s = idx == UINT32_MAX ? NULL : &zkn__win.cls[c].slots[idx];
+    uint64_t size = zkn__win.cls[c].size;
+    void *p = s ? zkn__slot_addr(c, idx) : NULL;
+    int flags = MAP_SHARED | MAP_FIXED | (zkn__populate_daemon ? MAP_POPULATE : 0);
     /* DONTFORK: see fork.c. Without it the region is not safe to hold. */
     if (!s || mmap(p, size, PROT_READ | PROT_WRITE, flags, fd, 0) == MAP_FAILED ||
         madvise(p, size, MADV_DONTFORK) != 0) {
         if (s && unmap_slot(p, size) == 0)
-            zkn_slot_put(c, idx);
-        struct zkn_slot tmp = {.fd = fd};
+            zkn__slot_put(c, idx);
+        struct zkn__slot tmp = {.fd = fd};
         drop_fd(&tmp);
         return UINT32_MAX;
     }
@@ -134,25 +121,25 @@ uint32_t zkn_region_map_fd(int c, int fd, uint64_t id, int clean, uint32_t gen)
     s->id = id;
     s->gen = gen;
     s->fd = fd;
-    atomic_fetch_add_explicit(&zkn_ctr.bytes_leased, size, memory_order_relaxed);
-    atomic_fetch_add_explicit(&zkn_ctr.daemon_mapped, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&zkn__ctr.bytes_leased, size, memory_order_relaxed);
+    atomic_fetch_add_explicit(&zkn__ctr.daemon_mapped, 1, memory_order_relaxed);
     return idx;
 }
 
 /* The slot no longer holds a daemon region (its mapping is gone or private). */
-static void leave_daemon(int c, struct zkn_slot *s)
+static void leave_daemon(int c, struct zkn__slot *s)
 {
     drop_fd(s);
     s->flags &= (uint8_t)~SLOT_F_DAEMON;
-    atomic_fetch_sub_explicit(&zkn_ctr.bytes_leased, zkn_win.cls[c].size, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&zkn_ctr.daemon_mapped, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&zkn__ctr.bytes_leased, zkn__win.cls[c].size, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&zkn__ctr.daemon_mapped, 1, memory_order_relaxed);
 }
 
-void zkn_region_release(int c, uint32_t idx)
+void zkn__region_release(int c, uint32_t idx)
 {
-    struct zkn_slot *s = &zkn_win.cls[c].slots[idx];
-    uint64_t size = zkn_win.cls[c].size;
-    void *p = zkn_slot_addr(c, idx);
+    struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
+    uint64_t size = zkn__win.cls[c].size;
+    void *p = zkn__slot_addr(c, idx);
     int saved = errno; /* free() must not change errno */
     atomic_store_explicit(&s->state, SLOT_BUSY, memory_order_relaxed);
     if (unmap_slot(p, size) != 0) {
@@ -167,48 +154,48 @@ void zkn_region_release(int c, uint32_t idx)
     if (s->flags & SLOT_F_DAEMON) {
         leave_daemon(c, s);
         /* A region of a daemon that has since gone is just memory of ours. */
-        if (zkn_daemon_gen_current(s->gen))
-            zkn_daemon_queue_return(s->id, s->gen);
+        if (zkn__daemon_gen_current(s->gen))
+            zkn__daemon_queue_return(s->id, s->gen);
     }
-    zkn_slot_put(c, idx);
+    zkn__slot_put(c, idx);
     errno = saved;
 }
 
-void zkn_region_zero(int c, uint32_t idx)
+void zkn__region_zero(int c, uint32_t idx)
 {
-    memset(zkn_slot_addr(c, idx), 0, zkn_win.cls[c].size); /* see the figures above */
+    memset(zkn__slot_addr(c, idx), 0, zkn__win.cls[c].size); /* see the figures above */
 }
 
-void zkn_region_soften(int c, uint32_t idx)
+void zkn__region_soften(int c, uint32_t idx)
 {
-    struct zkn_slot *s = &zkn_win.cls[c].slots[idx];
+    struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
     if (s->flags & SLOT_F_DAEMON)
         return;
     int saved = errno;
     /* MADV_FREE needs Linux 4.5; DONTNEED is the strict fallback. */
-    if (madvise(zkn_slot_addr(c, idx), zkn_win.cls[c].size, MADV_FREE) != 0)
-        (void)madvise(zkn_slot_addr(c, idx), zkn_win.cls[c].size, MADV_DONTNEED);
+    if (madvise(zkn__slot_addr(c, idx), zkn__win.cls[c].size, MADV_FREE) != 0)
+        (void)madvise(zkn__slot_addr(c, idx), zkn__win.cls[c].size, MADV_DONTNEED);
     errno = saved;
     s->flags &= (uint8_t)~SLOT_F_CLEAN; /* freed pages may read old data or zero */
 }
 
-int zkn_region_make_private(int c, uint32_t idx)
+int zkn__region_make_private(int c, uint32_t idx)
 {
-    struct zkn_slot *s = &zkn_win.cls[c].slots[idx];
+    struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
     /* In place, same file: the contents stay, other threads' writes land in
      * the new mapping, and no copy is made until someone writes a page. */
-    if (mmap(zkn_slot_addr(c, idx), zkn_win.cls[c].size, PROT_READ | PROT_WRITE,
+    if (mmap(zkn__slot_addr(c, idx), zkn__win.cls[c].size, PROT_READ | PROT_WRITE,
              MAP_PRIVATE | MAP_FIXED, s->fd, 0) == MAP_FAILED)
         return -1;
     leave_daemon(c, s);
     return 0;
 }
 
-void zkn_region_child_rescue(int c, uint32_t idx, int copy)
+void zkn__region_child_rescue(int c, uint32_t idx, int copy)
 {
-    struct zkn_slot *s = &zkn_win.cls[c].slots[idx];
-    uint64_t size = zkn_win.cls[c].size;
-    char *p = zkn_slot_addr(c, idx);
+    struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
+    uint64_t size = zkn__win.cls[c].size;
+    char *p = zkn__slot_addr(c, idx);
     int ok = copy && mmap(p, size, PROT_READ | PROT_WRITE,
                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED;
     for (uint64_t off = 0; ok && off < size;) {
@@ -225,19 +212,19 @@ void zkn_region_child_rescue(int c, uint32_t idx, int copy)
     leave_daemon(c, s);
 }
 
-uint32_t zkn_region_move_grow(int c_old, uint32_t idx_old, int c_new)
+uint32_t zkn__region_move_grow(int c_old, uint32_t idx_old, int c_new)
 {
-    struct zkn_slot *s = &zkn_win.cls[c_old].slots[idx_old];
-    uint64_t old_size = zkn_win.cls[c_old].size, new_size = zkn_win.cls[c_new].size;
+    struct zkn__slot *s = &zkn__win.cls[c_old].slots[idx_old];
+    uint64_t old_size = zkn__win.cls[c_old].size, new_size = zkn__win.cls[c_new].size;
     /* Only private regions can move (a shared memfd cannot grow), and only
      * where page moving beats copying. */
     if ((s->flags & SLOT_F_DAEMON) || old_size < ZKN_HUGE_PAGE_SIZE || new_size <= old_size)
         return UINT32_MAX;
-    uint32_t idx = zkn_slot_take(c_new);
+    uint32_t idx = zkn__slot_take(c_new);
     if (idx == UINT32_MAX)
         return UINT32_MAX;
-    char *np = zkn_slot_addr(c_new, idx);
-    void *op = zkn_slot_addr(c_old, idx_old);
+    char *np = zkn__slot_addr(c_new, idx);
+    void *op = zkn__slot_addr(c_old, idx_old);
     int saved = errno;
     if (mmap(np + old_size, new_size - old_size, PROT_READ | PROT_WRITE,
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
@@ -248,7 +235,7 @@ uint32_t zkn_region_move_grow(int c_old, uint32_t idx_old, int c_new)
     if (mremap(op, old_size, old_size, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, np) ==
         MAP_FAILED)
         goto fail;
-    struct zkn_slot *ns = &zkn_win.cls[c_new].slots[idx];
+    struct zkn__slot *ns = &zkn__win.cls[c_new].slots[idx];
     ns->flags = 0;
     ns->id = 0;
     ns->gen = 0;
@@ -256,7 +243,7 @@ uint32_t zkn_region_move_grow(int c_old, uint32_t idx_old, int c_new)
     return idx;
 fail:
     if (unmap_slot(np, new_size) == 0)
-        zkn_slot_put(c_new, idx);
+        zkn__slot_put(c_new, idx);
     errno = saved;
     return UINT32_MAX;
 }

@@ -46,10 +46,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "libc_alloc.h"
+#include "os.h"
 #include "zknalloc.h"
 
-extern void *__libc_malloc(size_t size);
-extern void __libc_free(void *ptr);
 
 #define SECRET_ALIGN 64
 
@@ -74,19 +74,6 @@ static int atfork_error;
 /* Set once memfd_secret is known to be missing or disabled on this kernel. */
 static atomic_int memfd_secret_unsupported;
 
-static size_t page_size(void)
-{
-    long ps = sysconf(_SC_PAGESIZE);
-    return ps > 0 ? (size_t)ps : 4096;
-}
-
-/* mlock(2) by its system call: sanitizer runtimes replace the libc function
- * with one that does nothing and reports success, which would hand out an
- * unlocked buffer as locked. */
-static int lock_pages(void *p, size_t n)
-{
-    return (int)syscall(SYS_mlock, p, n);
-}
 
 static void atfork_prepare(void)
 {
@@ -122,7 +109,7 @@ static void atfork_child(void)
                 continue;
             }
         }
-        if (lock_pages(s->region, s->region_len) != 0) {
+        if (zkn__sys_mlock(s->region, s->region_len) != 0) {
             /* Better a buffer that faults than one that may reach swap. */
             (void)mprotect(s->region, s->region_len, PROT_NONE);
             s->usable = 0;
@@ -141,8 +128,7 @@ static void register_atfork(void)
  * caller unmaps the whole reservation). */
 static int map_memfd_secret(struct zkn_secret *s)
 {
-#ifdef SYS_memfd_secret
-    int fd = (int)syscall(SYS_memfd_secret, (unsigned int)O_CLOEXEC);
+    int fd = zkn__sys_memfd_secret((unsigned int)O_CLOEXEC);
     if (fd < 0) {
         /* ENOSYS: not built in or not enabled (secretmem.enable=0), or
          * refused by a seccomp filter, as is EPERM: no point asking again.
@@ -177,16 +163,10 @@ static int map_memfd_secret(struct zkn_secret *s)
     /* The pages are allocated at first touch (GUP-based MADV_POPULATE_WRITE
      * is refused for secret memory): touch them now, so the buffer is
      * resident when handed out, as the mlock'd backing is. */
-    size_t ps = page_size();
+    size_t ps = zkn__page_size();
     for (size_t off = 0; off < s->region_len; off += ps)
         ((volatile unsigned char *)s->region)[off] = 0;
     return 0;
-#else
-    (void)s;
-    atomic_store(&memfd_secret_unsupported, 1);
-    errno = ENOSYS;
-    return -1;
-#endif
 }
 
 /* Private anonymous data pages over the reservation's middle, wiped in fork
@@ -200,7 +180,7 @@ static int map_private_locked(struct zkn_secret *s)
     if (madvise(s->region, s->region_len, MADV_WIPEONFORK) != 0 ||
         madvise(s->region, s->region_len, MADV_DONTDUMP) != 0)
         return -1;
-    if (lock_pages(s->region, s->region_len) != 0) {
+    if (zkn__sys_mlock(s->region, s->region_len) != 0) {
         /* EPERM: no RLIMIT_MEMLOCK at all; ENOMEM: over it. EAGAIN means
          * part could not be locked: for the caller, not enough memory. */
         if (errno == EAGAIN)
@@ -248,7 +228,7 @@ static enum backing_choice backing_choice(void)
 
 zkn_secret *zkn_secret_new(size_t len)
 {
-    const size_t ps = page_size();
+    const size_t ps = zkn__page_size();
     /* Bounded so that rounding and both guards cannot overflow. */
     if (len == 0 || len > (size_t)PTRDIFF_MAX - 3 * ps) {
         errno = EINVAL;
@@ -267,7 +247,7 @@ zkn_secret *zkn_secret_new(size_t len)
         errno = atfork_error;
         return NULL;
     }
-    struct zkn_secret *s = __libc_malloc(sizeof *s);
+    struct zkn_secret *s = zkn__libc_malloc(sizeof *s);
     if (!s) {
         errno = ENOMEM;
         return NULL;
@@ -314,7 +294,7 @@ zkn_secret *zkn_secret_new(size_t len)
 
 fail: {
     int e = errno;
-    __libc_free(s);
+    zkn__libc_free(s);
     errno = e;
     return NULL;
 }
@@ -352,5 +332,5 @@ void zkn_secret_free(zkn_secret *s)
     if (s->usable)
         explicit_bzero(s->region, s->region_len);
     unreserve(s);
-    __libc_free(s);
+    zkn__libc_free(s);
 }

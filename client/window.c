@@ -14,9 +14,10 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "os.h"
 
-struct zkn_window zkn_win;
-pthread_mutex_t zkn_glock = PTHREAD_MUTEX_INITIALIZER;
+struct zkn__window zkn__win;
+pthread_mutex_t zkn__glock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Past this many slots a class's sub-window is not fully used (blocks past
  * it go to libc): 131072 live blocks of one class (8 GiB of the smallest) is
@@ -28,32 +29,6 @@ pthread_mutex_t zkn_glock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned ceil_log2(uint64_t v)
 {
     return v <= 1 ? 0 : 64u - (unsigned)__builtin_clzll(v - 1);
-}
-
-static void *map_none(size_t len)
-{
-    void *p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
-}
-
-/* Reserves len bytes aligned to align (a power of two) by over-reserving and
- * trimming both ends. */
-static void *reserve_aligned(size_t len, size_t align)
-{
-    if (len > SIZE_MAX - align)
-        return NULL;
-    char *raw = map_none(len + align);
-    if (!raw)
-        return NULL;
-    uintptr_t start = ((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1);
-    size_t head = start - (uintptr_t)raw, tail = align - head;
-    /* munmap of our own fresh reservation cannot fail short of a kernel bug;
-     * a failure would only leave some PROT_NONE address space behind. */
-    if (head)
-        (void)munmap(raw, head);
-    if (tail)
-        (void)munmap((char *)start + len, tail);
-    return (void *)start;
 }
 
 static int try_reserve(unsigned sub_shift)
@@ -69,10 +44,10 @@ static int try_reserve(unsigned sub_shift)
         nslots[c] = (uint32_t)(n > MAX_SLOTS_PER_CLASS ? MAX_SLOTS_PER_CLASS : n);
         nslots_total += nslots[c];
     }
-    size_t state_len = nslots_total * sizeof(struct zkn_slot);
+    size_t state_len = nslots_total * sizeof(struct zkn__slot);
     state_len = (state_len + 4095) & ~(size_t)4095;
     /* Aligning the window to a sub-window makes every slot aligned to its stride. */
-    char *win = reserve_aligned(win_len, (size_t)sub);
+    char *win = zkn__reserve_aligned(win_len, (size_t)sub);
     if (!win)
         return -1;
     void *state = mmap(NULL, state_len, PROT_READ | PROT_WRITE,
@@ -81,10 +56,10 @@ static int try_reserve(unsigned sub_shift)
         (void)munmap(win, win_len);
         return -1;
     }
-    struct zkn_slot *s = state;
-    zkn_win.sub_shift = sub_shift;
+    struct zkn__slot *s = state;
+    zkn__win.sub_shift = sub_shift;
     for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
-        struct zkn_class_win *w = &zkn_win.cls[c];
+        struct zkn__class_win *w = &zkn__win.cls[c];
         w->base = (uintptr_t)win + (uintptr_t)c * sub;
         w->size = zkn_class_size(c);
         w->shift = ceil_log2(w->size);
@@ -92,12 +67,12 @@ static int try_reserve(unsigned sub_shift)
         w->slots = s;
         s += nslots[c];
     }
-    atomic_store_explicit(&zkn_win.base, (uintptr_t)win, memory_order_relaxed);
-    atomic_store_explicit(&zkn_win.len, win_len, memory_order_release);
+    atomic_store_explicit(&zkn__win.base, (uintptr_t)win, memory_order_relaxed);
+    atomic_store_explicit(&zkn__win.len, win_len, memory_order_release);
     return 0;
 }
 
-int zkn_window_reserve(void)
+int zkn__window_reserve(void)
 {
     /* 128 GiB per class (8.5 TiB of address space, no memory) first; smaller
      * windows where the address space is limited (ulimit -v, sanitizers):
@@ -117,14 +92,14 @@ int zkn_window_reserve(void)
     return -1;
 }
 
-int zkn_class_for(size_t size, size_t align)
+int zkn__class_for(size_t size, size_t align)
 {
     int c = zkn_size_class(size);
     if (c < 0)
         return -1;
     uint64_t natural = zkn_class_size(c);
     for (; c < ZKN_CLASS_COUNT; c++) {
-        const struct zkn_class_win *w = &zkn_win.cls[c];
+        const struct zkn__class_win *w = &zkn__win.cls[c];
         if (!w->nslots)
             return -1; /* larger classes have larger strides: none fits either */
         /* Moving up for alignment is worth at most doubling the block; past
@@ -137,11 +112,11 @@ int zkn_class_for(size_t size, size_t align)
     return -1;
 }
 
-uint32_t zkn_slot_take(int c)
+uint32_t zkn__slot_take(int c)
 {
-    struct zkn_class_win *w = &zkn_win.cls[c];
+    struct zkn__class_win *w = &zkn__win.cls[c];
     uint32_t idx = UINT32_MAX;
-    pthread_mutex_lock(&zkn_glock);
+    pthread_mutex_lock(&zkn__glock);
     if (w->free_head) {
         idx = w->free_head - 1;
         w->free_head = w->slots[idx].next;
@@ -152,14 +127,14 @@ uint32_t zkn_slot_take(int c)
         w->slots[idx].next = 0;
         atomic_store_explicit(&w->slots[idx].state, SLOT_BUSY, memory_order_relaxed);
     }
-    pthread_mutex_unlock(&zkn_glock);
+    pthread_mutex_unlock(&zkn__glock);
     return idx;
 }
 
-void zkn_slot_put_locked(int c, uint32_t idx)
+void zkn__slot_put_locked(int c, uint32_t idx)
 {
-    struct zkn_class_win *w = &zkn_win.cls[c];
-    struct zkn_slot *s = &w->slots[idx];
+    struct zkn__class_win *w = &zkn__win.cls[c];
+    struct zkn__slot *s = &w->slots[idx];
     s->flags = 0;
     s->id = 0;
     atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
@@ -167,22 +142,22 @@ void zkn_slot_put_locked(int c, uint32_t idx)
     w->free_head = idx + 1;
 }
 
-void zkn_slot_put(int c, uint32_t idx)
+void zkn__slot_put(int c, uint32_t idx)
 {
-    pthread_mutex_lock(&zkn_glock);
-    zkn_slot_put_locked(c, idx);
-    pthread_mutex_unlock(&zkn_glock);
+    pthread_mutex_lock(&zkn__glock);
+    zkn__slot_put_locked(c, idx);
+    pthread_mutex_unlock(&zkn__glock);
 }
 
-_Noreturn void zkn_die_bad_pointer(const char *fn, const void *p, const char *why)
+_Noreturn void zkn__die_bad_pointer(const char *fn, const void *p, const char *why)
 {
     char hex[20];
-    zkn_write_str(2, "zknalloc: ");
-    zkn_write_str(2, fn);
-    zkn_write_str(2, "(): ");
-    zkn_write_str(2, why);
-    zkn_write_str(2, " (pointer ");
-    zkn_write_str(2, zkn_fmt_hex(hex, (uint64_t)(uintptr_t)p));
-    zkn_write_str(2, ")\n");
+    zkn__write_str(2, "zknalloc: ");
+    zkn__write_str(2, fn);
+    zkn__write_str(2, "(): ");
+    zkn__write_str(2, why);
+    zkn__write_str(2, " (pointer ");
+    zkn__write_str(2, zkn__fmt_hex(hex, (uint64_t)(uintptr_t)p));
+    zkn__write_str(2, ")\n");
     abort();
 }

@@ -17,6 +17,8 @@
  *                          accepted); default min(RAM/8, 1 GiB).
  *   ZK_NALLOC_SOCKET       daemon socket path (see proto/sockpath.h).
  *   ZK_NALLOC_SHOW_STATS=1 print zkn_stats() to stderr at exit.
+ *   ZK_NALLOC_DAEMON_UID   a numeric uid trusted to serve the library, besides
+ *                          root and the process's own.
  *
  * Every function is thread-safe. */
 #ifndef ZKNALLOC_H
@@ -31,14 +33,31 @@ extern "C" {
 
 #define ZKN_API __attribute__((visibility("default")))
 
+/* Tell GCC and Clang what these functions are, so that they can check object
+ * sizes (-Warray-bounds, _FORTIFY_SOURCE), assume a fresh block aliases
+ * nothing, and warn when a block that must be freed is dropped. Other
+ * compilers see plain declarations. `malloc` is not claimed for realloc,
+ * whose result may be the old block. */
+#if defined(__GNUC__) || defined(__clang__)
+#define ZKN_NEW_BLOCK(...) __attribute__((malloc, warn_unused_result, alloc_size(__VA_ARGS__)))
+#define ZKN_RESIZED(n) __attribute__((warn_unused_result, alloc_size(n)))
+#define ZKN_NEW_HANDLE __attribute__((malloc, warn_unused_result))
+#define ZKN_MUST_USE __attribute__((warn_unused_result))
+#else
+#define ZKN_NEW_BLOCK(...)
+#define ZKN_RESIZED(n)
+#define ZKN_NEW_HANDLE
+#define ZKN_MUST_USE
+#endif
+
 /* ---- allocation ------------------------------------------------------- */
 
 /* Like malloc: NULL with errno ENOMEM on failure. */
-ZKN_API void *zkn_malloc(size_t size);
+ZKN_API ZKN_NEW_BLOCK(1) void *zkn_malloc(size_t size);
 /* Like calloc: memory is zero; overflow of n*size returns NULL/ENOMEM. */
-ZKN_API void *zkn_calloc(size_t n, size_t size);
+ZKN_API ZKN_NEW_BLOCK(1, 2) void *zkn_calloc(size_t n, size_t size);
 /* Like realloc: contents up to the smaller size survive. */
-ZKN_API void *zkn_realloc(void *ptr, size_t size);
+ZKN_API ZKN_RESIZED(2) void *zkn_realloc(void *ptr, size_t size);
 /* Like free; NULL is ignored. Aborts with a message on a pointer inside the
  * library's window that is not a live block (double or interior free). */
 ZKN_API void zkn_free(void *ptr);
@@ -46,7 +65,7 @@ ZKN_API void zkn_free(void *ptr);
  * is checked: a size of a different class aborts). */
 ZKN_API void zkn_free_sized(void *ptr, size_t size);
 /* Like aligned_alloc, but any power-of-two alignment and any size. */
-ZKN_API void *zkn_aligned_alloc(size_t alignment, size_t size);
+ZKN_API ZKN_NEW_BLOCK(2) void *zkn_aligned_alloc(size_t alignment, size_t size);
 /* Usable bytes at ptr (at least what was asked). */
 ZKN_API size_t zkn_usable_size(const void *ptr);
 
@@ -86,12 +105,12 @@ typedef struct zkn_arena zkn_arena;
 
 /* An arena of `capacity` bytes backed by one warm region. NULL/ENOMEM when it
  * cannot be had; EINVAL for 0 or sizes near SIZE_MAX. */
-ZKN_API zkn_arena *zkn_arena_create(size_t capacity);
+ZKN_API ZKN_NEW_HANDLE zkn_arena *zkn_arena_create(size_t capacity);
 /* Bump-allocates size bytes aligned to `align` (any power of two; 0 means
  * alignof(max_align_t)). NULL/ENOMEM when the arena is exhausted, EINVAL for
  * a bad alignment. Never overflows. Threads may allocate from one arena at
  * once; reset and destroy must not race with allocation or use. */
-ZKN_API void *zkn_arena_alloc(zkn_arena *arena, size_t size, size_t align);
+ZKN_API ZKN_MUST_USE void *zkn_arena_alloc(zkn_arena *arena, size_t size, size_t align);
 /* Frees everything in O(1): every pointer from the arena is invalid after.
  * Sanitizer builds poison the memory so use-after-reset is caught. */
 ZKN_API void zkn_arena_reset(zkn_arena *arena);
@@ -139,7 +158,7 @@ enum zkn_secret_backing {
  * Nor does it protect against: threads and vfork children (same address
  * space), root or the kernel, hibernation images (mlock'd backing), or a
  * caller that keeps using the data after zkn_secret_free. */
-ZKN_API zkn_secret *zkn_secret_new(size_t len);
+ZKN_API ZKN_NEW_HANDLE zkn_secret *zkn_secret_new(size_t len);
 ZKN_API void *zkn_secret_data(zkn_secret *s);
 ZKN_API size_t zkn_secret_len(const zkn_secret *s);
 ZKN_API enum zkn_secret_backing zkn_secret_backing_of(const zkn_secret *s);
