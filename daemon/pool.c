@@ -333,8 +333,10 @@ void pool_note_not_warm(struct pool *p, uid_t uid, int size_class, uint32_t coun
     struct partition *part = partition_of(p, uid, 1);
     if (!part)
         return;
-    /* One more per miss, or the whole batch asked for at once. */
-    uint64_t want = part->target[size_class] + 1u;
+    /* One more per miss, or the whole batch asked for at once. A miss while
+     * regions of the class are on their way (being prepared or zeroed) is
+     * most likely the same need asked again: it does not raise the target. */
+    uint64_t want = part->target[size_class] + (ready_or_coming(p, part, size_class) ? 0u : 1u);
     if (want < count)
         want = count;
     if ((part = raise_target(p, uid, size_class, want)))
