@@ -334,9 +334,10 @@ void pool_note_not_warm(struct pool *p, uid_t uid, int size_class, uint32_t coun
     if (!part)
         return;
     /* One more per miss, or the whole batch asked for at once. A miss while
-     * regions of the class are on their way (being prepared or zeroed) is
-     * most likely the same need asked again: it does not raise the target. */
-    uint64_t want = part->target[size_class] + (ready_or_coming(p, part, size_class) ? 0u : 1u);
+     * regions are being prepared for the class is most likely the same need
+     * asked again: it does not raise the target. (Regions being zeroed do not
+     * count: missing while they are means the target is too low.) */
+    uint64_t want = part->target[size_class] + (part->preparing[size_class] ? 0u : 1u);
     if (want < count)
         want = count;
     if ((part = raise_target(p, uid, size_class, want)))
