@@ -1,15 +1,21 @@
-/* One LEND round trip to zknallocd, including the map, spoken with proto/.
+/* One LEND round trip to zknallocd, including the map, spoken with proto/
+ * (protocol version 2: a LEND is answered at once, ERROR not_warm when
+ * nothing of the class is ready).
  *
  *   lend_rtt SIZE_MIB [ITERS] [TOUCH_ITERS]
  *
- * The daemon is found as the library finds it ($ZK_NALLOC_SOCKET first). Per
- * iteration: send LEND for one region of SIZE's class, receive REGIONS with
- * its fd, map it MAP_SHARED at a 2 MiB-aligned address, close the fd
- * (timed: "LEND+map"); for the first TOUCH_ITERS iterations also populate
- * every page table entry with MADV_POPULATE_WRITE (timed separately:
+ * The daemon is found as the library finds it ($ZK_NALLOC_SOCKET first).
+ * Warm phase, per iteration: send LEND for one region of SIZE's class,
+ * receive REGIONS with its fd, map it MAP_SHARED at a 2 MiB-aligned address,
+ * close the fd (timed: "LEND+map"); for the first TOUCH_ITERS iterations also
+ * populate every page table entry with MADV_POPULATE_WRITE (timed separately:
  * "populate"), which is what a first touch of the whole region costs; then
- * unmap and RETURN the id (timed: "RETURN"). Times in microseconds; the driver
- * reports median and p99. */
+ * unmap and RETURN the id (timed: "RETURN"). A LEND answered not_warm there
+ * is counted (the warm share), and asked again 1 ms later.
+ * Cold phase (classes of 2 MiB and more): hold every ready region of the
+ * class, then time one LEND that must be answered not_warm ("LEND not_warm"),
+ * and hand them all back; ITERS/10 times (5 to 20). Times in microseconds;
+ * the driver reports median and p99. */
 #include "bench_common.h"
 
 #include <errno.h>
@@ -51,7 +57,10 @@ static void send_msg(int sock, uint16_t type, const void *payload, size_t len)
         die("send failed");
 }
 
-/* Receives one frame; returns its type and payload length, fds to fds. */
+static uint32_t last_error; /* code of the last ERROR received */
+
+/* Receives one frame; returns its type and payload length, fds to fds. An
+ * ERROR is returned as ZKN_MSG_ERROR with its code in last_error. */
 static uint16_t recv_msg(int sock, size_t *plen, int *fds, size_t *nfds)
 {
     size_t nf = 0;
@@ -64,10 +73,17 @@ static uint16_t recv_msg(int sock, size_t *plen, int *fds, size_t *nfds)
     memcpy(&h, frame, sizeof h);
     if (h.type == ZKN_MSG_ERROR) {
         struct zkn_error e;
+        if (h.length < sizeof e)
+            die("short ERROR");
         memcpy(&e, frame + sizeof h, sizeof e);
-        fprintf(stderr, "lend_rtt: daemon error %s: %.*s\n", zkn_err_name(e.code),
-                (int)(h.length - sizeof e), (const char *)frame + sizeof h + sizeof e);
-        exit(1);
+        last_error = e.code;
+        if (e.code != ZKN_E_NOT_WARM) {
+            fprintf(stderr, "lend_rtt: daemon error %s: %.*s\n", zkn_err_name(e.code),
+                    (int)(h.length - sizeof e), (const char *)frame + sizeof h + sizeof e);
+            exit(1);
+        }
+        zkn_close_fds(fds, nf);
+        nf = 0;
     }
     *plen = h.length;
     if (nfds)
@@ -90,6 +106,62 @@ static void *map_aligned(int fd, size_t size)
     if (p == MAP_FAILED)
         die("map of a lent region failed");
     return p;
+}
+
+/* LEND one region of cls: 1 with *d and fds[0] set, or 0 when the daemon
+ * answered not_warm. */
+static int lend_one(int sock, int cls, struct zkn_region_desc *d, int *fds)
+{
+    struct zkn_lend req = {.size_class = (uint16_t)cls, .count = 1, .flags = 0};
+    size_t plen, nfds = 0;
+    send_msg(sock, ZKN_MSG_LEND, &req, sizeof req);
+    uint16_t type = recv_msg(sock, &plen, fds, &nfds);
+    if (type == ZKN_MSG_ERROR)
+        return 0;
+    if (type != ZKN_MSG_REGIONS || nfds != 1 ||
+        plen != sizeof(struct zkn_regions) + sizeof(struct zkn_region_desc)) {
+        zkn_close_fds(fds, nfds);
+        die("bad REGIONS reply");
+    }
+    memcpy(d, frame + sizeof(struct zkn_hdr) + sizeof(struct zkn_regions), sizeof *d);
+    return 1;
+}
+
+static void return_ids(int sock, const uint64_t *ids, uint32_t n)
+{
+    static unsigned char payload[sizeof(struct zkn_return) + ZKN_MAX_RETURN_IDS * 8];
+    struct zkn_return r = {.count = n};
+    size_t plen;
+    int fds[ZKN_MAX_REGIONS_PER_REPLY];
+    memcpy(payload, &r, sizeof r);
+    memcpy(payload + sizeof r, ids, n * sizeof *ids);
+    send_msg(sock, ZKN_MSG_RETURN, payload, sizeof r + n * sizeof *ids);
+    if (recv_msg(sock, &plen, fds, NULL) != ZKN_MSG_RETURN_OK)
+        die("no RETURN_OK");
+}
+
+/* Holds every ready region of cls, times one LEND that finds none
+ * (not_warm), returns them all. Returns the microseconds, or -1 when the
+ * pool would not run dry within ZKN_MAX_RETURN_IDS regions. */
+static double cold_sample(int sock, int cls)
+{
+    static uint64_t held[ZKN_MAX_RETURN_IDS];
+    uint32_t n = 0;
+    double us = -1;
+    while (n < ZKN_MAX_RETURN_IDS) {
+        struct zkn_region_desc d;
+        int fds[ZKN_MAX_REGIONS_PER_REPLY];
+        uint64_t t0 = bench_now_ns();
+        if (!lend_one(sock, cls, &d, fds)) {
+            us = (double)(bench_now_ns() - t0) / 1e3;
+            break;
+        }
+        close(fds[0]);
+        held[n++] = d.id;
+    }
+    for (uint32_t i = 0; i < n; i += 64)
+        return_ids(sock, held + i, n - i < 64 ? n - i : 64);
+    return us;
 }
 
 int main(int argc, char **argv)
@@ -124,24 +196,29 @@ int main(int argc, char **argv)
     if (ok.class_count != ZKN_CLASS_COUNT)
         die("daemon's class table differs");
 
-    struct bench_series lend, pop, ret;
+    struct bench_series lend, pop, ret, cold;
     bench_series_init(&lend, (size_t)iters);
     bench_series_init(&pop, (size_t)(touch > 0 ? touch : 1));
     bench_series_init(&ret, (size_t)iters);
+    bench_series_init(&cold, 20);
     long warm = 5;
-    uint64_t clean = 0;
+    uint64_t clean = 0, served = 0, not_warm = 0, asked_again = 0;
     for (long i = -warm; i < iters; i++) {
-        struct zkn_lend req = {.size_class = (uint16_t)cls, .count = 1, .flags = 0};
-        size_t nfds = 0;
-        uint64_t t0 = bench_now_ns();
-        send_msg(sock, ZKN_MSG_LEND, &req, sizeof req);
-        if (recv_msg(sock, &plen, fds, &nfds) != ZKN_MSG_REGIONS || nfds != 1 ||
-            plen != sizeof(struct zkn_regions) + sizeof(struct zkn_region_desc)) {
-            zkn_close_fds(fds, nfds);
-            die("bad REGIONS reply");
-        }
         struct zkn_region_desc d;
-        memcpy(&d, frame + sizeof(struct zkn_hdr) + sizeof(struct zkn_regions), sizeof d);
+        uint64_t t0 = bench_now_ns();
+        int got = lend_one(sock, cls, &d, fds);
+        if (i >= 0) {
+            served += got;
+            not_warm += !got;
+        }
+        if (!got) {
+            /* Not ready: the daemon prepares the class; ask again shortly. */
+            if (++asked_again > 10000)
+                die("the class never became ready (larger than the daemon's pool cap?)");
+            usleep(1000);
+            i--;
+            continue;
+        }
         void *p = map_aligned(fds[0], (size_t)d.size);
         close(fds[0]);
         uint64_t t1 = bench_now_ns();
@@ -150,13 +227,7 @@ int main(int argc, char **argv)
             die("populate failed");
         uint64_t t2 = bench_now_ns();
         munmap(p, (size_t)d.size);
-        struct {
-            struct zkn_return r;
-            uint64_t id;
-        } rr = {{.count = 1}, d.id};
-        send_msg(sock, ZKN_MSG_RETURN, &rr, sizeof rr);
-        if (recv_msg(sock, &plen, fds, NULL) != ZKN_MSG_RETURN_OK)
-            die("no RETURN_OK");
+        return_ids(sock, &d.id, 1);
         uint64_t t3 = bench_now_ns();
         if (i >= 0) {
             clean += (d.flags & ZKN_REGION_CLEAN) != 0;
@@ -166,16 +237,36 @@ int main(int argc, char **argv)
             bench_series_add(&ret, (double)(t3 - t2) / 1e3);
         }
     }
+    /* Smaller classes are made inside the LEND: never not_warm. */
+    int cold_class = size >= ((uint64_t)2 << 20) && ok.backing != ZKN_BACKING_MEMFD_4K;
+    long ncold = iters / 10 < 5 ? 5 : iters / 10 > 20 ? 20 : iters / 10;
+    for (long i = 0; cold_class && i < ncold; i++) {
+        double us = cold_sample(sock, cls);
+        if (us >= 0)
+            bench_series_add(&cold, us);
+    }
     close(sock);
-    char c1[64], c2[64], c3[64], extra[192];
+    char c1[64], c2[64], c3[64], c4[64], extra[256];
     snprintf(c1, sizeof c1, "LEND+map %llu MiB", (unsigned long long)(size / MIB));
     snprintf(c2, sizeof c2, "populate %llu MiB", (unsigned long long)(size / MIB));
     snprintf(c3, sizeof c3, "RETURN %llu MiB", (unsigned long long)(size / MIB));
-    snprintf(extra, sizeof extra, "\"backing\":\"%s\",\"clean_lends\":%llu,\"class\":%d",
-             zkn_backing_name(ok.backing), (unsigned long long)clean, cls);
+    snprintf(c4, sizeof c4, "LEND not_warm %llu MiB", (unsigned long long)(size / MIB));
+    /* warm_share: LENDs of the timed warm phase answered with a region. */
+    snprintf(extra, sizeof extra,
+             "\"backing\":\"%s\",\"clean_lends\":%llu,\"class\":%d,\"served_warm\":%llu,"
+             "\"not_warm\":%llu,\"warm_share\":%.4f",
+             zkn_backing_name(ok.backing), (unsigned long long)clean, cls,
+             (unsigned long long)served, (unsigned long long)not_warm,
+             (double)served / (double)(served + not_warm));
     bench_emit("lend", c1, "us", &lend, NULL, extra);
     if (pop.n)
         bench_emit("lend", c2, "us", &pop, NULL, extra);
     bench_emit("lend", c3, "us", &ret, NULL, extra);
+    if (cold.n)
+        bench_emit("lend", c4, "us", &cold, NULL, extra);
+    fprintf(stderr, "lend_rtt: %llu MiB: %llu of %llu LENDs served warm (%.1f%%)\n",
+            (unsigned long long)(size / MIB), (unsigned long long)served,
+            (unsigned long long)(served + not_warm),
+            100.0 * (double)served / (double)(served + not_warm));
     return 0;
 }

@@ -134,9 +134,12 @@ static void render_backing(FILE *out, json_t *root)
 static void render_pool(FILE *out, json_t *root)
 {
     json_t *c = get(root, "caps", NULL), *p = get(root, "pool", NULL), *t = get(root, "totals", NULL);
-    fprintf(out, "Caps      pool %s  per client %s / %s leases  clients %s max\n",
+    fprintf(out, "Caps      pool %s  per client %s / %s leases  clients %s max",
             bytes(get(c, "pool_bytes", NULL)), bytes(get(c, "client_lease_bytes", NULL)),
             num(get(c, "client_leases", NULL)), num(get(c, "max_clients", NULL)));
+    if (get(c, "max_lent_bytes", NULL))
+        fprintf(out, "  lent %s max", bytes(get(c, "max_lent_bytes", NULL)));
+    fprintf(out, "\n");
     fprintf(out, "Pool      idle %s (clean %s, dirty %s)  lent %s  zeroing %s\n",
             bytes(get(p, "idle_bytes", NULL)), bytes(get(p, "clean_bytes", NULL)),
             bytes(get(p, "dirty_bytes", NULL)), bytes(get(p, "lent_bytes", NULL)),
@@ -148,6 +151,16 @@ static void render_pool(FILE *out, json_t *root)
             num(get(t, "zeroed", NULL)), num(get(t, "lends", NULL)), num(get(t, "returns", NULL)),
             num(get(t, "reclaimed", NULL)), bytes(get(t, "trimmed_bytes", NULL)));
     /* Optional sections: shown only when the daemon reports them. */
+    json_t *share = get(p, "served_warm_share", NULL);
+    if (get(p, "served_warm", NULL)) {
+        char pct[16] = MISSING;
+        if (json_is_number(share) && json_number_value(share) >= 0 &&
+            json_number_value(share) <= 1)
+            snprintf(pct, sizeof pct, "%.1f%%", json_number_value(share) * 100);
+        fprintf(out, "LENDs     served warm %s (%s)  not warm %s  preparing %s  forgotten %s\n",
+                num(get(p, "served_warm", NULL)), pct, num(get(p, "not_warm", NULL)),
+                bytes(get(p, "preparing_bytes", NULL)), num(get(p, "forgotten", NULL)));
+    }
     if (get(t, "saved", NULL) || get(t, "restored", NULL))
         fprintf(out, "Fd store  saved %s  restored %s  (regions kept across restarts)\n",
                 num(get(t, "saved", NULL)), num(get(t, "restored", NULL)));
@@ -200,11 +213,15 @@ static void render_refusals(FILE *out, json_t *root)
 static int class_active(json_t *c)
 {
     static const char *const keys[] = {"clean", "dirty", "lent", "hits", "misses", "bytes"};
-    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
-        uint64_t x;
+    /* Newer fields count only where the daemon reports them. */
+    static const char *const newer[] = {"served_warm", "not_warm", "prepared", "target"};
+    uint64_t x;
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
         if (!get_u64(get(c, keys[i], NULL), &x) || x != 0)
             return 1;
-    }
+    for (size_t i = 0; i < sizeof newer / sizeof *newer; i++)
+        if (get_u64(get(c, newer[i], NULL), &x) && x != 0)
+            return 1;
     return 0;
 }
 
@@ -214,8 +231,8 @@ static void render_classes(FILE *out, json_t *root)
     size_t i, shown = 0;
     json_t *c;
 
-    fprintf(out, "\n%5s %10s %6s %6s %6s %10s %9s %9s\n", "CLASS", "SIZE", "CLEAN", "DIRTY",
-            "LENT", "BYTES", "HITS", "MISSES");
+    fprintf(out, "\n%5s %10s %6s %6s %6s %10s %9s %9s %9s %9s %6s\n", "CLASS", "SIZE", "CLEAN",
+            "DIRTY", "LENT", "BYTES", "HITS", "MISSES", "WARM", "NOT_WARM", "TARGET");
     if (!json_is_array(cl)) {
         fprintf(out, "%5s\n", MISSING);
         return;
@@ -223,11 +240,13 @@ static void render_classes(FILE *out, json_t *root)
     json_array_foreach(cl, i, c) {
         if (!class_active(c))
             continue;
-        fprintf(out, "%5s %10s %6s %6s %6s %10s %9s %9s\n", num(get(c, "class", NULL)),
-                bytes(get(c, "size", NULL)), num(get(c, "clean", NULL)),
-                num(get(c, "dirty", NULL)), num(get(c, "lent", NULL)),
-                bytes(get(c, "bytes", NULL)), num(get(c, "hits", NULL)),
-                num(get(c, "misses", NULL)));
+        fprintf(out, "%5s %10s %6s %6s %6s %10s %9s %9s %9s %9s %6s\n",
+                num(get(c, "class", NULL)), bytes(get(c, "size", NULL)),
+                num(get(c, "clean", NULL)), num(get(c, "dirty", NULL)),
+                num(get(c, "lent", NULL)), bytes(get(c, "bytes", NULL)),
+                num(get(c, "hits", NULL)), num(get(c, "misses", NULL)),
+                num(get(c, "served_warm", NULL)), num(get(c, "not_warm", NULL)),
+                num(get(c, "target", NULL)));
         shown++;
     }
     if (!shown)

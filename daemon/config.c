@@ -39,6 +39,8 @@ static void usage(FILE *out)
 "  --client-cap-bytes SIZE  cap on memory one client process may lease\n"
 "                         (default RAM/2)\n"
 "  --client-max-leases N  cap on regions one client may lease (default 65536)\n"
+"  --max-lent-bytes SIZE  cap on memory lent to all clients together; a LEND\n"
+"                         past it gets ERROR client_cap (default RAM/2)\n"
 "  --max-clients N        cap on open connections (default 1024)\n"
 "  --prewarm SIZE=COUNT   create COUNT warm, zeroed regions of SIZE at start\n"
 "                         (repeatable, e.g. --prewarm 128M=4)\n"
@@ -108,7 +110,7 @@ static int parse_u32(const char *flag, const char *text, uint32_t min, uint32_t 
 enum {
     OPT_SOCKET = 256, OPT_MODE, OPT_GROUP, OPT_POOL, OPT_CLIENT_CAP, OPT_CLIENT_LEASES,
     OPT_MAX_CLIENTS, OPT_PREWARM, OPT_BACKING_DIR, OPT_HUGETLB, OPT_NO_MOUNT, OPT_DECAY,
-    OPT_LOW, OPT_NO_PSI, OPT_LOG, OPT_HELP, OPT_VERSION,
+    OPT_LOW, OPT_NO_PSI, OPT_LOG, OPT_HELP, OPT_VERSION, OPT_MAX_LENT,
 };
 
 int config_load(struct config *cfg, int argc, char **argv)
@@ -120,6 +122,7 @@ int config_load(struct config *cfg, int argc, char **argv)
         {"pool-bytes", required_argument, 0, OPT_POOL},
         {"client-cap-bytes", required_argument, 0, OPT_CLIENT_CAP},
         {"client-max-leases", required_argument, 0, OPT_CLIENT_LEASES},
+        {"max-lent-bytes", required_argument, 0, OPT_MAX_LENT},
         {"max-clients", required_argument, 0, OPT_MAX_CLIENTS},
         {"prewarm", required_argument, 0, OPT_PREWARM},
         {"backing-dir", required_argument, 0, OPT_BACKING_DIR},
@@ -142,6 +145,7 @@ int config_load(struct config *cfg, int argc, char **argv)
     cfg->pool_bytes = ram / 8 < GIB ? ram / 8 : GIB;
     cfg->client_cap_bytes = ram / 2;
     cfg->client_max_leases = 65536;
+    cfg->max_lent_bytes = ram / 2; /* with the pool (at most RAM/8) leaves the rest room */
     cfg->max_clients = 1024;
     cfg->zero_workers = 2;
     cfg->idle_decay_s = 600;
@@ -197,6 +201,10 @@ int config_load(struct config *cfg, int argc, char **argv)
             break;
         case OPT_CLIENT_LEASES:
             if (parse_u32("--client-max-leases", optarg, 1, &cfg->client_max_leases))
+                return -1;
+            break;
+        case OPT_MAX_LENT:
+            if (parse_size_arg("--max-lent-bytes", optarg, &cfg->max_lent_bytes))
                 return -1;
             break;
         case OPT_MAX_CLIENTS:

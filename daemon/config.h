@@ -18,6 +18,7 @@ struct config {
     uint64_t pool_bytes;    /* cap on idle pooled bytes */
     uint64_t client_cap_bytes; /* cap on bytes leased to one client process */
     uint32_t client_max_leases;
+    uint64_t max_lent_bytes; /* cap on bytes lent to all clients together */
     uint32_t max_clients;   /* open connections */
     uint32_t zero_workers;  /* background zeroing jobs in flight */
     struct prewarm_spec prewarm[CONFIG_MAX_PREWARM];

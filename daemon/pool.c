@@ -10,7 +10,10 @@
 #include "log.h"
 #include "zkn_proto.h"
 
-enum job_kind { JOB_ZERO, JOB_CREATE_LEND, JOB_CREATE_POOL };
+enum job_kind { JOB_ZERO, JOB_CREATE_POOL };
+
+/* Most regions of one class a learned target keeps ready for one uid. */
+#define POOL_TARGET_MAX 64u
 
 struct job {
     uv_work_t req;
@@ -21,8 +24,6 @@ struct job {
     uid_t uid;
     uint64_t id;
     int err;
-    pool_created_fn done;
-    void *ctx;
 };
 
 uint64_t pool_now_ms(const struct pool *p) { return uv_now(p->loop); }
@@ -164,12 +165,20 @@ static void job_done(uv_work_t *req, int status)
         schedule_zeroing(p);
         break;
     case JOB_CREATE_POOL:
+        p->preparing_bytes -= zkn_class_size(j->size_class);
+        /* Partitions are freed at shutdown: touch them only while running. */
+        if (!p->shutting_down) {
+            struct partition *part = partition_of(p, j->uid, 0);
+            if (part && part->preparing[j->size_class])
+                part->preparing[j->size_class]--;
+        }
         if (j->err) {
-            log_warn("prewarm of a %llu-byte region failed: %s",
+            log_warn("preparing a %llu-byte region failed: %s",
                      (unsigned long long)zkn_class_size(j->size_class), strerror(-j->err));
             break;
         }
         p->created++;
+        p->cls[j->size_class].prepared++;
         if (rtable_insert(&p->ids, j->r) < 0) {
             region_destroy(j->r);
             break;
@@ -178,21 +187,8 @@ static void job_done(uv_work_t *req, int status)
             destroy_region(p, j->r);
             break;
         }
-        j->r->uid = REGION_UNOWNED;
+        j->r->uid = j->uid;
         pool_as_clean(p, j->r);
-        break;
-    case JOB_CREATE_LEND:
-        if (!j->err) {
-            p->created++;
-            if (rtable_insert(&p->ids, j->r) < 0) {
-                region_destroy(j->r);
-                j->r = NULL;
-                j->err = -ENOMEM;
-            } else {
-                mark_lent(p, j->r, j->uid);
-            }
-        }
-        j->done(j->ctx, j->err ? NULL : j->r, j->err);
         break;
     }
     free(j);
@@ -245,30 +241,17 @@ static void schedule_zeroing(struct pool *p)
     }
 }
 
-int pool_create_for_lend(struct pool *p, uid_t uid, int size_class, pool_created_fn done,
-                         void *ctx, struct region **out)
+int pool_class_inline(const struct pool *p, int size_class)
 {
-    uint64_t size = zkn_class_size(size_class);
-    uint64_t id = p->next_id++;
+    return zkn_class_size(size_class) < ZKN_HUGE_PAGE_SIZE ||
+           p->backing->kind == ZKN_BACKING_MEMFD_4K;
+}
+
+int pool_create_inline(struct pool *p, uid_t uid, int size_class, struct region **out)
+{
     *out = NULL;
     p->cls[size_class].misses++;
-    if (size >= ZKN_HUGE_PAGE_SIZE && p->backing->kind != ZKN_BACKING_MEMFD_4K) {
-        struct job *j = calloc(1, sizeof *j);
-        if (!j)
-            return -ENOMEM;
-        j->kind = JOB_CREATE_LEND;
-        j->size_class = size_class;
-        j->uid = uid;
-        j->id = id;
-        j->done = done;
-        j->ctx = ctx;
-        if (submit(p, j) != 0) {
-            free(j);
-            return -ENOMEM;
-        }
-        return 1;
-    }
-    struct region *r = region_create(p->backing, size_class, id);
+    struct region *r = region_create(p->backing, size_class, p->next_id++);
     if (!r)
         return -errno;
     p->created++;
@@ -279,6 +262,104 @@ int pool_create_for_lend(struct pool *p, uid_t uid, int size_class, pool_created
     mark_lent(p, r, uid);
     *out = r;
     return 0;
+}
+
+/* Starts one background creation of a clean region for uid's partition.
+ * -ENOSPC when it would not fit under the pool cap, else 0 or -errno. */
+static int prepare_one(struct pool *p, uid_t uid, int size_class)
+{
+    uint64_t size = zkn_class_size(size_class);
+    struct partition *part = partition_of(p, uid, 1);
+    if (!part)
+        return -ENOMEM;
+    if (p->idle_bytes + p->preparing_bytes + size > p->cfg->pool_bytes)
+        return -ENOSPC;
+    struct job *j = calloc(1, sizeof *j);
+    if (!j)
+        return -ENOMEM;
+    j->kind = JOB_CREATE_POOL;
+    j->size_class = size_class;
+    j->uid = uid;
+    j->id = p->next_id++;
+    int rc = submit(p, j);
+    if (rc != 0) {
+        free(j);
+        return rc; /* libuv errors are -errno on Linux */
+    }
+    part->preparing[size_class]++;
+    p->preparing_bytes += size;
+    return 0;
+}
+
+/* Regions of the class uid's partition holds or will hold soon. */
+static uint64_t ready_or_coming(const struct pool *p, const struct partition *part, int cls)
+{
+    uint64_t n = part->clean[cls].count + part->dirty[cls].count + part->preparing[cls];
+    for (const struct region *r = p->zeroing.head; r; r = r->next)
+        n += r->uid == part->uid && r->size_class == cls;
+    return n;
+}
+
+static void top_up(struct pool *p, struct partition *part, int cls)
+{
+    if (p->shutting_down)
+        return;
+    for (uint64_t have = ready_or_coming(p, part, cls); have < part->target[cls]; have++)
+        if (prepare_one(p, part->uid, cls) < 0)
+            return; /* the pool cap or memory: the next miss tries again */
+}
+
+/* Raises uid's target for the class to want, as far as the pool cap lets. */
+static struct partition *raise_target(struct pool *p, uid_t uid, int cls, uint64_t want)
+{
+    struct partition *part = partition_of(p, uid, 1);
+    uint64_t fit = p->cfg->pool_bytes / zkn_class_size(cls);
+    if (!part)
+        return NULL;
+    if (want > fit)
+        want = fit;
+    if (want > POOL_TARGET_MAX)
+        want = POOL_TARGET_MAX;
+    if (want > part->target[cls])
+        part->target[cls] = (uint32_t)want;
+    part->demand_ms[cls] = pool_now_ms(p);
+    return part;
+}
+
+void pool_note_not_warm(struct pool *p, uid_t uid, int size_class, uint32_t count)
+{
+    p->cls[size_class].misses++;
+    p->cls[size_class].not_warm++;
+    struct partition *part = partition_of(p, uid, 1);
+    if (!part)
+        return;
+    /* One more per miss, or the whole batch asked for at once. A miss while
+     * regions are being prepared for the class is most likely the same need
+     * asked again: it does not raise the target. (Regions being zeroed do not
+     * count: missing while they are means the target is too low.) */
+    uint64_t want = part->target[size_class] + (part->preparing[size_class] ? 0u : 1u);
+    if (want < count)
+        want = count;
+    if ((part = raise_target(p, uid, size_class, want)))
+        top_up(p, part, size_class);
+}
+
+void pool_note_served(struct pool *p, uid_t uid, int size_class, uint32_t count, uint32_t got)
+{
+    p->cls[size_class].served_warm++;
+    if (pool_class_inline(p, size_class))
+        return; /* made inline when missing: nothing to keep ready */
+    struct partition *part = raise_target(p, uid, size_class, got < count ? count : 0);
+    if (part)
+        top_up(p, part, size_class);
+}
+
+uint64_t pool_class_target(const struct pool *p, int size_class)
+{
+    uint64_t t = 0;
+    for (const struct partition *part = p->parts; part; part = part->next)
+        t += part->target[size_class];
+    return t;
 }
 
 void pool_give_back(struct pool *p, struct region *r)
@@ -342,26 +423,19 @@ void pool_for_each_idle(struct pool *p, void (*fn)(void *ctx, struct region *r, 
 
 void pool_prewarm(struct pool *p, int size_class, uint32_t count)
 {
-    uint64_t size = zkn_class_size(size_class), planned = p->idle_bytes;
     for (uint32_t i = 0; i < count; i++) {
-        if (planned + size > p->cfg->pool_bytes) {
+        int rc = prepare_one(p, REGION_UNOWNED, size_class);
+        if (rc == -ENOSPC) {
             log_warn("prewarm: %u of %u regions of %llu bytes fit under the pool cap "
                      "(--pool-bytes %llu)",
-                     i, count, (unsigned long long)size,
+                     i, count, (unsigned long long)zkn_class_size(size_class),
                      (unsigned long long)p->cfg->pool_bytes);
             return;
         }
-        struct job *j = calloc(1, sizeof *j);
-        if (!j)
-            return;
-        j->kind = JOB_CREATE_POOL;
-        j->size_class = size_class;
-        j->id = p->next_id++;
-        if (submit(p, j) != 0) {
-            free(j);
+        if (rc < 0) {
+            log_warn("prewarm: %s", strerror(-rc));
             return;
         }
-        planned += size;
     }
 }
 
@@ -414,6 +488,15 @@ uint64_t pool_trim(struct pool *p, uint64_t target)
 
 uint64_t pool_decay(struct pool *p, uint64_t max_idle_ms)
 {
+    uint64_t now = pool_now_ms(p);
+    /* Halve targets nobody asked for in a period; the clock restarts so the
+     * next halving takes another period. */
+    for (struct partition *part = p->parts; part; part = part->next)
+        for (int c = 0; c < ZKN_CLASS_COUNT; c++)
+            if (part->target[c] && now - part->demand_ms[c] > max_idle_ms) {
+                part->target[c] /= 2;
+                part->demand_ms[c] = now;
+            }
     uint64_t freed = shrink(p, stale, max_idle_ms);
     p->decayed += freed;
     return freed;

@@ -18,11 +18,19 @@ struct partition {
     uid_t uid;
     struct region_list clean[ZKN_CLASS_COUNT];
     struct region_list dirty[ZKN_CLASS_COUNT];
+    /* Learned from this uid's LENDs: regions of a class to keep ready. */
+    uint32_t target[ZKN_CLASS_COUNT];
+    uint32_t preparing[ZKN_CLASS_COUNT]; /* background creations in flight */
+    uint64_t demand_ms[ZKN_CLASS_COUNT]; /* last miss or warm lend: the decay clock */
     struct partition *next;
 };
 
+/* hits: regions taken from the pool; misses: LENDs that found none ready
+ * (created inline or answered not_warm); served_warm: LENDs answered from
+ * the pool; prepared: regions made in the background (prewarm, targets). */
 struct class_counters {
     uint64_t hits, misses, lent;
+    uint64_t served_warm, not_warm, prepared;
 };
 
 /* Why the pool refused or the protocol failed: indexed by ZKN_E_* code. */
@@ -38,6 +46,7 @@ struct pool {
     uint64_t idle_bytes;   /* clean + dirty + being zeroed */
     uint64_t lent_bytes;
     uint64_t busy_bytes;   /* being zeroed */
+    uint64_t preparing_bytes; /* being created for the pool: counted against its cap */
     struct region_list zeroing; /* regions a worker is zeroing right now */
     uint32_t zero_inflight;
     uint32_t jobs_inflight; /* every worker job, for shutdown */
@@ -51,10 +60,6 @@ struct pool {
     int shutting_down;
 };
 
-/* Called on the loop thread when an asynchronous creation ends: r is lent
- * (state LENT, uid set) or NULL with err (-errno). */
-typedef void (*pool_created_fn)(void *ctx, struct region *r, int err);
-
 int pool_init(struct pool *p, uv_loop_t *loop, const struct config *cfg,
               const struct backing *b);
 
@@ -62,11 +67,27 @@ int pool_init(struct pool *p, uv_loop_t *loop, const struct config *cfg,
  * otherwise a dirty one first (clean ones are kept for zeroed requests). */
 struct region *pool_take(struct pool *p, uid_t uid, int size_class, int want_zero);
 
-/* A new region, lent to uid. Classes of 2 MiB and more are created and warmed
- * (huge pages) on a worker and reported through done; returns 1 then. Smaller
- * ones are created at once: returns 0 with *out set. -errno on failure. */
-int pool_create_for_lend(struct pool *p, uid_t uid, int size_class, pool_created_fn done,
-                         void *ctx, struct region **out);
+/* Whether a region of the class is cheap enough to create inside a LEND:
+ * below the huge page size, or any class on 4 KiB memfd backing (nothing to
+ * warm). Other classes are only ever lent from the pool. */
+int pool_class_inline(const struct pool *p, int size_class);
+
+/* A new region of an inline class, created now and lent to uid. Counts a
+ * miss. 0 with *out set, or -errno. */
+int pool_create_inline(struct pool *p, uid_t uid, int size_class, struct region **out);
+
+/* A LEND of count regions found none of the class ready for uid (it is
+ * answered not_warm): counts the miss, raises uid's target for the class
+ * and prepares regions in the background, within the pool cap. */
+void pool_note_not_warm(struct pool *p, uid_t uid, int size_class, uint32_t count);
+
+/* A LEND of count regions was answered from the pool with got regions:
+ * counts it, keeps the class's decay clock running and tops the class back
+ * up to its target (raised to count when the pool fell short). */
+void pool_note_served(struct pool *p, uid_t uid, int size_class, uint32_t count, uint32_t got);
+
+/* The class's ready target, summed over uids. */
+uint64_t pool_class_target(const struct pool *p, int size_class);
 
 /* A lent region comes back (RETURN or a dead client): pooled dirty and zeroed
  * in the background, or destroyed past the pool cap. */
@@ -95,7 +116,8 @@ void pool_for_each_idle(struct pool *p, void (*fn)(void *ctx, struct region *r, 
  * being zeroed are left alone). Returns the bytes freed. */
 uint64_t pool_trim(struct pool *p, uint64_t target);
 
-/* Destroys regions idle longer than max_idle_ms. Returns bytes freed. */
+/* Destroys regions idle longer than max_idle_ms and halves the ready target
+ * of every class nobody asked for in that time. Returns bytes freed. */
 uint64_t pool_decay(struct pool *p, uint64_t max_idle_ms);
 
 uint64_t pool_clean_bytes(const struct pool *p);

@@ -169,11 +169,32 @@ static void handle_hello(struct conn *c, uint32_t req, const char *payload)
     reply(c, ZKN_MSG_HELLO_OK, req, &ok, sizeof ok, NULL, 0);
 }
 
-static int lease_fits(const struct conn *c, uint64_t size)
+/* Whether one more region of size may be handed to c's process: checked
+ * for every region as it is handed over, so no batch or set of connections
+ * can pass a cap. Returns 0, or fills why with the refusal's text. */
+static int lease_fits(const struct conn *c, uint64_t size, char *why, size_t why_len)
 {
     const struct proc *p = c->proc;
-    return p->leases.bytes + size <= c->srv->cfg->client_cap_bytes &&
-           p->leases.count < c->srv->cfg->client_max_leases;
+    const struct config *cfg = c->srv->cfg;
+    const struct pool *pool = c->srv->pool;
+    if (p->leases.bytes + size > cfg->client_cap_bytes ||
+        p->leases.count >= cfg->client_max_leases) {
+        snprintf(why, why_len,
+                 "client cap reached: %llu bytes in %llu regions held, cap %llu bytes / %u "
+                 "regions (--client-cap-bytes, --client-max-leases)",
+                 (unsigned long long)p->leases.bytes, (unsigned long long)p->leases.count,
+                 (unsigned long long)cfg->client_cap_bytes, cfg->client_max_leases);
+        return 0;
+    }
+    if (pool->lent_bytes + size > cfg->max_lent_bytes) {
+        snprintf(why, why_len,
+                 "daemon lent-bytes cap reached: %llu bytes lent to all clients, %llu more "
+                 "asked, cap %llu (--max-lent-bytes)",
+                 (unsigned long long)pool->lent_bytes, (unsigned long long)size,
+                 (unsigned long long)cfg->max_lent_bytes);
+        return 0;
+    }
+    return 1;
 }
 
 static void send_regions(struct conn *c, uint32_t req, struct region **rs, uint32_t n)
@@ -198,34 +219,17 @@ static void send_regions(struct conn *c, uint32_t req, struct region **rs, uint3
           fds, n);
 }
 
-static void on_region_created(void *ctx, struct region *r, int err)
-{
-    struct conn *c = ctx;
-    c->pending = 0;
-    if (r && (c->closing || c->proc->dead)) {
-        pool_give_back(c->srv->pool, r);
-        r = NULL;
-    }
-    if (c->closing) {
-        if (c->handle_closed)
-            free(c);
-        return;
-    }
-    if (!r) {
-        reply_error(c, c->pending_req, ZKN_E_NOMEM, "cannot create a region: %s",
-                    strerror(-err));
-    } else {
-        proc_add_lease(c->proc, r);
-        send_regions(c, c->pending_req, &r, 1);
-    }
-    conn_update_events(c);
-}
-
+/* Answered at once: from the pool, by an inline creation for cheap classes,
+ * or ERROR not_warm while the pool prepares the class in the background.
+ * Nothing here waits on a worker. */
 static void handle_lend(struct conn *c, uint32_t req, const char *payload)
 {
     struct zkn_lend l;
     struct region *got[ZKN_MAX_REGIONS_PER_REPLY];
+    struct pool *pool = c->srv->pool;
+    char why[ZKN_MAX_ERROR_TEXT + 1];
     uint32_t n = 0;
+    int capped = 0;
     memcpy(&l, payload, sizeof l);
     if (l.size_class >= ZKN_CLASS_COUNT) {
         reply_error(c, req, ZKN_E_BAD_CLASS, "size class %u out of range (0-%d)", l.size_class,
@@ -239,41 +243,41 @@ static void handle_lend(struct conn *c, uint32_t req, const char *payload)
     }
     uint64_t size = zkn_class_size(l.size_class);
     int want_zero = (l.flags & ZKN_LEND_ZEROED) != 0;
-    if (!lease_fits(c, size)) {
-        reply_error(c, req, ZKN_E_CLIENT_CAP,
-                    "lease cap reached: %llu bytes in %llu regions held, cap %llu bytes / %u "
-                    "regions",
-                    (unsigned long long)c->proc->leases.bytes,
-                    (unsigned long long)c->proc->leases.count,
-                    (unsigned long long)c->srv->cfg->client_cap_bytes,
-                    c->srv->cfg->client_max_leases);
+    if (!lease_fits(c, size, why, sizeof why)) {
+        reply_error(c, req, ZKN_E_CLIENT_CAP, "%s", why);
         return;
     }
-    while (n < l.count && lease_fits(c, size)) {
-        struct region *r = pool_take(c->srv->pool, c->proc->uid, l.size_class, want_zero);
+    /* Each region becomes a lease before the next is checked against the caps. */
+    while (n < l.count) {
+        if (n > 0 && !lease_fits(c, size, why, sizeof why)) {
+            capped = 1;
+            break;
+        }
+        struct region *r = pool_take(pool, c->proc->uid, l.size_class, want_zero);
         if (!r)
             break;
+        proc_add_lease(c->proc, r);
         got[n++] = r;
     }
-    if (n == 0) {
+    if (n > 0) {
+        pool_note_served(pool, c->proc->uid, l.size_class, capped ? n : l.count, n);
+    } else if (pool_class_inline(pool, l.size_class)) {
         struct region *r;
-        int rc = pool_create_for_lend(c->srv->pool, c->proc->uid, l.size_class,
-                                      on_region_created, c, &r);
+        int rc = pool_create_inline(pool, c->proc->uid, l.size_class, &r);
         if (rc < 0) {
             reply_error(c, req, ZKN_E_NOMEM, "cannot create a %llu-byte region: %s",
                         (unsigned long long)size, strerror(-rc));
             return;
         }
-        if (rc == 1) {
-            c->pending = 1;
-            c->pending_req = req;
-            conn_update_events(c);
-            return;
-        }
+        proc_add_lease(c->proc, r);
         got[n++] = r;
+    } else {
+        pool_note_not_warm(pool, c->proc->uid, l.size_class, l.count);
+        reply_error(c, req, ZKN_E_NOT_WARM,
+                    "no %llu-byte region ready; preparing some, ask again later",
+                    (unsigned long long)size);
+        return;
     }
-    for (uint32_t i = 0; i < n; i++)
-        proc_add_lease(c->proc, got[i]);
     send_regions(c, req, got, n);
 }
 
@@ -287,6 +291,12 @@ static void handle_return(struct conn *c, uint32_t req, const char *payload, uin
         return;
     }
     memcpy(&head, payload, sizeof head);
+    if (head.flags & ~ZKN_RETURN_FORGET) {
+        reply_error(c, req, ZKN_E_MALFORMED, "RETURN flags 0x%x unknown (only FORGET = 1)",
+                    head.flags);
+        conn_close(c);
+        return;
+    }
     if (head.count == 0 || head.count > ZKN_MAX_RETURN_IDS ||
         len != sizeof head + (uint64_t)head.count * sizeof(uint64_t)) {
         reply_error(c, req, ZKN_E_MALFORMED, "RETURN must carry 1-%u ids and nothing else",
@@ -303,11 +313,12 @@ static void handle_return(struct conn *c, uint32_t req, const char *payload, uin
             continue;
         }
         proc_drop_lease(c->proc, r);
-        if (head.flags & ZKN_RETURN_FORGET)
-            pool_forget(c->srv->pool, r);
-        else
+        if (head.flags & ZKN_RETURN_FORGET) {
+            pool_forget(c->srv->pool, r); /* another process may map it: never reused */
+        } else {
             pool_give_back(c->srv->pool, r);
-        c->srv->pool->returns++;
+            c->srv->pool->returns++;
+        }
         ok++;
     }
     if (bad) {
@@ -418,9 +429,7 @@ static void on_conn_closed(uv_handle_t *h)
         c->next->prev = c->prev;
     s->nconns--;
     proc_detach(c->proc);
-    c->handle_closed = 1;
-    if (!c->pending)
-        free(c); /* else on_region_created frees it */
+    free(c);
 }
 
 void conn_close(struct conn *c)
@@ -437,21 +446,16 @@ static void conn_update_events(struct conn *c)
 {
     if (c->closing)
         return;
-    int ev = 0;
-    if (!c->pending)
-        ev |= UV_READABLE;
+    int ev = UV_READABLE;
     if (c->outq_head)
         ev |= UV_WRITABLE;
-    if (ev)
-        uv_poll_start(&c->watch, ev, on_conn_event);
-    else
-        uv_poll_stop(&c->watch);
+    uv_poll_start(&c->watch, ev, on_conn_event);
 }
 
 static void conn_read(struct conn *c)
 {
     static char frame[ZKN_MAX_FRAME];
-    for (int i = 0; i < CONN_FRAMES_PER_WAKEUP && !c->closing && !c->pending; i++) {
+    for (int i = 0; i < CONN_FRAMES_PER_WAKEUP && !c->closing; i++) {
         int fds[ZKN_MAX_REGIONS_PER_REPLY];
         size_t nfds = 0;
         ssize_t n = zkn_recv_frame(c->fd, frame, sizeof frame, fds, ZKN_MAX_REGIONS_PER_REPLY,

@@ -35,11 +35,8 @@ struct proc {
 struct conn {
     int fd;
     uv_poll_t watch;
-    int handle_closed;
     int closing;
     int hello_done;
-    int pending;          /* an asynchronous LEND is in flight: reading paused */
-    uint32_t pending_req;
     struct proc *proc;
     struct outmsg *outq_head, *outq_tail;
     size_t outq_bytes;

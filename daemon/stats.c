@@ -18,6 +18,32 @@ static json_t *refusals_json(const struct pool *p)
     return o;
 }
 
+/* Adds src's keys to dst and drops src (either may be NULL). */
+static void merge(json_t *dst, json_t *src)
+{
+    if (dst && src)
+        json_object_update(dst, src);
+    json_decref(src);
+}
+
+/* Issue 11, in the pool section: how LENDs were answered overall (the share
+ * served from the pool among LENDs that found nothing pooled or did), regions
+ * let go of by FORGET, bytes being prepared. */
+static void pool_lend_json(json_t *pool_obj, const struct pool *p)
+{
+    uint64_t warm = 0, not_warm = 0, misses = 0;
+    for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
+        warm += p->cls[c].served_warm;
+        not_warm += p->cls[c].not_warm;
+        misses += p->cls[c].misses;
+    }
+    double share = warm + misses ? (double)warm / (double)(warm + misses) : 0.0;
+    merge(pool_obj, json_pack("{s:I, s:I, s:f, s:I, s:I}", "served_warm", (json_int_t)warm,
+                              "not_warm", (json_int_t)not_warm, "served_warm_share", share,
+                              "forgotten", (json_int_t)p->forgotten, "preparing_bytes",
+                              (json_int_t)p->preparing_bytes));
+}
+
 static json_t *classes_json(const struct pool *p)
 {
     json_t *a = json_array();
@@ -25,15 +51,20 @@ static json_t *classes_json(const struct pool *p)
         uint64_t clean, dirty;
         const struct class_counters *k = &p->cls[c];
         pool_class_counts(p, c, &clean, &dirty);
-        if (!clean && !dirty && !k->lent && !k->hits && !k->misses)
+        uint64_t target = pool_class_target(p, c);
+        if (!clean && !dirty && !k->lent && !k->hits && !k->misses && !k->prepared && !target)
             continue;
         uint64_t size = zkn_class_size(c);
-        json_array_append_new(
-            a, json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "class", c, "size",
-                         (json_int_t)size, "clean", (json_int_t)clean, "dirty", (json_int_t)dirty,
-                         "lent", (json_int_t)k->lent, "bytes",
-                         (json_int_t)((clean + dirty + k->lent) * size), "hits",
-                         (json_int_t)k->hits, "misses", (json_int_t)k->misses));
+        json_t *o = json_pack("{s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "class", c, "size",
+                              (json_int_t)size, "clean", (json_int_t)clean, "dirty",
+                              (json_int_t)dirty, "lent", (json_int_t)k->lent, "bytes",
+                              (json_int_t)((clean + dirty + k->lent) * size), "hits",
+                              (json_int_t)k->hits, "misses", (json_int_t)k->misses);
+        /* Issue 11: how LENDs of the class were answered, what is kept ready. */
+        merge(o, json_pack("{s:I, s:I, s:I, s:I}", "served_warm", (json_int_t)k->served_warm,
+                           "not_warm", (json_int_t)k->not_warm, "prepared",
+                           (json_int_t)k->prepared, "target", (json_int_t)target));
+        json_array_append_new(a, o);
     }
     return a;
 }
@@ -84,12 +115,15 @@ char *stats_json(const struct server *s, size_t max_len)
                                       (json_int_t)cfg->client_cap_bytes, "client_leases",
                                       (int)cfg->client_max_leases, "max_clients",
                                       (int)cfg->max_clients));
+        merge(json_object_get(root, "caps"),
+              json_pack("{s:I}", "max_lent_bytes", (json_int_t)cfg->max_lent_bytes));
         json_object_set_new(
             root, "pool",
             json_pack("{s:I, s:I, s:I, s:I, s:i, s:I}", "idle_bytes", (json_int_t)p->idle_bytes,
                       "clean_bytes", (json_int_t)pool_clean_bytes(p), "dirty_bytes",
                       (json_int_t)pool_dirty_bytes(p), "lent_bytes", (json_int_t)p->lent_bytes,
                       "zeroing", (int)p->zero_inflight, "regions", (json_int_t)p->ids.count));
+        pool_lend_json(json_object_get(root, "pool"), p);
         json_object_set_new(
             root, "totals",
             json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "created",

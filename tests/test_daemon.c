@@ -44,6 +44,31 @@ static void teardown(void)
     zkn_test_daemon_cleanup(&daemon_);
 }
 
+/* Restarts the daemon with other arguments. */
+static void restart_with(const char *const *args)
+{
+    zkn_test_daemon_stop(&daemon_);
+    zkn_test_daemon_cleanup(&daemon_);
+    ck_assert_int_eq(zkn_test_daemon_start(&daemon_, args), 0);
+}
+
+/* LEND that asks again while the daemon answers not_warm (it prepares the
+ * class in the background), for up to 5 s. Returns what zkn_test_lend does;
+ * usable in forked children (no assertions). */
+static int lend_warm(int s, int cls, int count, uint32_t flags, struct zkn_region_desc *d,
+                     int *fds)
+{
+    int n = -ZKN_E_NOT_WARM;
+    for (int i = 0; i < 500 && n == -ZKN_E_NOT_WARM; i++) {
+        if (i) {
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        n = zkn_test_lend(s, cls, count, flags, d, fds);
+    }
+    return n;
+}
+
 static int session(void)
 {
     int s = zkn_test_connect(daemon_.sock);
@@ -133,7 +158,7 @@ START_TEST(hello_and_sealed_region)
     ck_assert_str_ne(zkn_backing_name(ok.backing), "unknown");
 
     int cls = zkn_size_class(3 * MIB);
-    int n = zkn_test_lend(s, cls, 1, 0, d, fds);
+    int n = lend_warm(s, cls, 1, 0, d, fds);
     ck_assert_int_eq(n, 1);
     ck_assert_int_eq(d[0].size, zkn_class_size(cls));
     ck_assert_int_eq(d[0].size_class, cls);
@@ -158,6 +183,10 @@ END_TEST
 
 START_TEST(warm_region_comes_back_resident)
 {
+    /* One region made ready at start: both LENDs are served from the pool. */
+    const char *args[] = {"--prewarm", "8M=1", NULL};
+    restart_with(args);
+    wait_stat("pool", "clean_bytes", 8 * MIB);
     int s = session();
     struct zkn_region_desc d, d2;
     int fd;
@@ -185,8 +214,9 @@ START_TEST(warm_region_comes_back_resident)
         json_t *c = json_array_get(classes, i);
         if (json_integer_value(json_object_get(c, "class")) == cls) {
             found = 1;
-            ck_assert_int_eq(json_integer_value(json_object_get(c, "hits")), 1);
-            ck_assert_int_eq(json_integer_value(json_object_get(c, "misses")), 1);
+            ck_assert_int_eq(json_integer_value(json_object_get(c, "hits")), 2);
+            ck_assert_int_eq(json_integer_value(json_object_get(c, "misses")), 0);
+            ck_assert_int_eq(json_integer_value(json_object_get(c, "served_warm")), 2);
         }
     }
     ck_assert(found);
@@ -200,6 +230,9 @@ END_TEST
 
 START_TEST(zeroed_lend_is_zero)
 {
+    const char *args[] = {"--prewarm", "4M=1", NULL};
+    restart_with(args);
+    wait_stat("pool", "clean_bytes", 4 * MIB);
     int s = session();
     struct zkn_region_desc d, d2;
     int fd;
@@ -320,7 +353,7 @@ START_TEST(killed_client_leases_reclaimed)
         int fd;
         int s = zkn_test_connect(daemon_.sock);
         if (s < 0 || zkn_test_hello(s, NULL) < 0 ||
-            zkn_test_lend(s, zkn_size_class(2 * MIB), 1, 0, &d, &fd) != 1)
+            lend_warm(s, zkn_size_class(2 * MIB), 1, 0, &d, &fd) != 1)
             _exit(1);
         if (write(ready[1], "x", 1) != 1)
             _exit(1);
@@ -572,15 +605,13 @@ END_TEST
 START_TEST(client_cap_refuses_clearly)
 {
     /* Restart with small caps. */
-    zkn_test_daemon_stop(&daemon_);
-    zkn_test_daemon_cleanup(&daemon_);
     const char *args[] = {"--client-cap-bytes", "3M", "--client-max-leases", "2", NULL};
-    ck_assert_int_eq(zkn_test_daemon_start(&daemon_, args), 0);
+    restart_with(args);
     int s = session();
     struct zkn_region_desc d[3];
     int fds[3];
     ck_assert_int_eq(zkn_test_lend(s, zkn_size_class(4 * MIB), 1, 0, d, fds), -ZKN_E_CLIENT_CAP);
-    ck_assert_int_eq(zkn_test_lend(s, zkn_size_class(2 * MIB), 1, 0, &d[0], &fds[0]), 1);
+    ck_assert_int_eq(lend_warm(s, zkn_size_class(2 * MIB), 1, 0, &d[0], &fds[0]), 1);
     ck_assert_int_eq(zkn_test_lend(s, 0, 1, 0, &d[1], &fds[1]), 1);
     ck_assert_int_eq(zkn_test_lend(s, 0, 1, 0, &d[2], &fds[2]), -ZKN_E_CLIENT_CAP);
     close(fds[0]);
@@ -595,14 +626,14 @@ END_TEST
 
 START_TEST(pool_cap_destroys_excess)
 {
-    zkn_test_daemon_stop(&daemon_);
-    zkn_test_daemon_cleanup(&daemon_);
-    const char *args[] = {"--pool-bytes", "5M", NULL};
-    ck_assert_int_eq(zkn_test_daemon_start(&daemon_, args), 0);
+    /* 1 MiB regions are made inline, so nothing but the three returned ones
+     * competes for the 2.5 MiB pool. */
+    const char *args[] = {"--pool-bytes", "2560K", NULL};
+    restart_with(args);
     int s = session();
     struct zkn_region_desc d[3];
     int fds[3];
-    int cls = zkn_size_class(2 * MIB);
+    int cls = zkn_size_class(1 * MIB);
     for (int i = 0; i < 3; i++) {
         ck_assert_int_eq(zkn_test_lend(s, cls, 1, 0, &d[i], &fds[i]), 1);
         close(fds[i]);
@@ -610,7 +641,7 @@ START_TEST(pool_cap_destroys_excess)
     uint64_t ids[3] = {d[0].id, d[1].id, d[2].id};
     ck_assert_int_eq(zkn_test_return(s, ids, 3), 3);
     json_t *j = stats();
-    ck_assert_int_eq(stat_int(j, "pool", "idle_bytes"), 4 * MIB);
+    ck_assert_int_eq(stat_int(j, "pool", "idle_bytes"), 2 * MIB);
     ck_assert_int_eq(stat_int(j, "totals", "destroyed"), 1);
     json_decref(j);
     close(s);

@@ -1,0 +1,617 @@
+/* Issue 11 against a real daemon: LEND never waits (not_warm, then served
+ * from what the daemon prepared), learned ready targets and their decay,
+ * RETURN with FORGET, and the client and global caps at hand-over. */
+#include <check.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "sizeclass.h"
+#include "wire.h"
+
+#define MIB (1u << 20)
+
+static struct zkn_test_daemon daemon_;
+static int fds_before;
+
+static void teardown(void)
+{
+    /* Every fd a test opened must be closed again. */
+    ck_assert_int_eq(zkn_test_count_fds(), fds_before);
+    int st = zkn_test_daemon_stop(&daemon_);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "daemon exit status %d", st);
+    zkn_test_daemon_cleanup(&daemon_);
+}
+
+/* Each test starts its own daemon (the fixture only checks and stops it). */
+static void start(const char *const *args)
+{
+    ck_assert_int_eq(zkn_test_daemon_start(&daemon_, args), 0);
+    fds_before = zkn_test_count_fds();
+}
+
+static int session_backing(uint32_t *backing)
+{
+    struct zkn_hello_ok ok;
+    int s = zkn_test_connect(daemon_.sock);
+    ck_assert_int_ge(s, 0);
+    ck_assert_int_eq(zkn_test_hello(s, &ok), 0);
+    if (backing)
+        *backing = ok.backing;
+    return s;
+}
+
+static int session(void) { return session_backing(NULL); }
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000 * 1000};
+    nanosleep(&ts, NULL);
+}
+
+static json_t *stats(void)
+{
+    char *text = zkn_test_stats_json(daemon_.sock);
+    ck_assert_ptr_nonnull(text);
+    json_error_t err;
+    json_t *j = json_loads(text, 0, &err);
+    ck_assert_msg(j != NULL, "stats is not JSON: %s", err.text);
+    free(text);
+    return j;
+}
+
+static json_int_t stat_int(json_t *j, const char *section, const char *key)
+{
+    json_t *v = json_object_get(json_object_get(j, section), key);
+    ck_assert_msg(json_is_integer(v), "stats lacks %s.%s", section, key);
+    return json_integer_value(v);
+}
+
+/* classes[cls].key, 0 when the class is not listed (never used). */
+static json_int_t class_int(json_t *j, int cls, const char *key)
+{
+    json_t *classes = json_object_get(j, "classes"), *c;
+    size_t i;
+    json_array_foreach(classes, i, c) {
+        if (json_integer_value(json_object_get(c, "class")) != cls)
+            continue;
+        json_t *v = json_object_get(c, key);
+        ck_assert_msg(json_is_integer(v), "stats lacks classes[%d].%s", cls, key);
+        return json_integer_value(v);
+    }
+    return 0;
+}
+
+/* Polls until the class's key == want, up to 5 s. */
+static void wait_class(int cls, const char *key, json_int_t want)
+{
+    json_int_t got = -1;
+    for (int i = 0; i < 500; i++) {
+        json_t *j = stats();
+        got = class_int(j, cls, key);
+        json_decref(j);
+        if (got == want)
+            return;
+        sleep_ms(10);
+    }
+    ck_abort_msg("classes[%d].%s stayed %lld, expected %lld", cls, key, (long long)got,
+                 (long long)want);
+}
+
+static void wait_stat(const char *section, const char *key, json_int_t want)
+{
+    json_int_t got = -1;
+    for (int i = 0; i < 500; i++) {
+        json_t *j = stats();
+        got = stat_int(j, section, key);
+        json_decref(j);
+        if (got == want)
+            return;
+        sleep_ms(10);
+    }
+    ck_abort_msg("%s.%s stayed %lld, expected %lld", section, key, (long long)got,
+                 (long long)want);
+}
+
+static void return_all(int s, const struct zkn_region_desc *d, int n, const int *fds)
+{
+    uint64_t ids[ZKN_MAX_REGIONS_PER_REPLY];
+    for (int i = 0; i < n; i++) {
+        ids[i] = d[i].id;
+        if (fds)
+            close(fds[i]);
+    }
+    if (n > 0)
+        ck_assert_int_eq(zkn_test_return(s, ids, (uint32_t)n), n);
+}
+
+/* RETURN with flags; returns the reply's type and its count or error code. */
+static uint16_t return_flags(int s, const uint64_t *ids, uint32_t n, uint32_t flags,
+                             uint32_t *value)
+{
+    char payload[sizeof(struct zkn_return) + ZKN_MAX_RETURN_IDS * sizeof(uint64_t)];
+    char buf[ZKN_MAX_FRAME];
+    struct zkn_return r = {.count = n, .flags = flags};
+    struct zkn_hdr h;
+    memcpy(payload, &r, sizeof r);
+    memcpy(payload + sizeof r, ids, n * sizeof *ids);
+    ck_assert_int_eq(zkn_test_send(s, ZKN_MSG_RETURN, 21, payload, sizeof r + n * sizeof *ids),
+                     0);
+    ck_assert_int_ge(zkn_test_recv(s, buf, sizeof buf, NULL, NULL, 5000),
+                     (ssize_t)(sizeof h + 8));
+    memcpy(&h, buf, sizeof h);
+    memcpy(value, buf + sizeof h, sizeof *value); /* RETURN_OK count or ERROR code */
+    return h.type;
+}
+
+/* A LEND refused with ERROR: its code, the text into text. */
+static uint32_t lend_refusal(int s, int cls, int count, char *text, size_t cap)
+{
+    struct zkn_lend l = {.size_class = (uint16_t)cls, .count = (uint16_t)count};
+    char buf[ZKN_MAX_FRAME];
+    struct zkn_hdr h;
+    struct zkn_error e;
+    ck_assert_int_eq(zkn_test_send(s, ZKN_MSG_LEND, 22, &l, sizeof l), 0);
+    ssize_t n = zkn_test_recv(s, buf, sizeof buf, NULL, NULL, 5000);
+    ck_assert_int_ge(n, (ssize_t)(sizeof h + sizeof e));
+    memcpy(&h, buf, sizeof h);
+    ck_assert_int_eq(h.type, ZKN_MSG_ERROR);
+    memcpy(&e, buf + sizeof h, sizeof e);
+    size_t tl = (size_t)n - sizeof h - sizeof e;
+    if (tl >= cap)
+        tl = cap - 1;
+    memcpy(text, buf + sizeof h + sizeof e, tl);
+    text[tl] = '\0';
+    return e.code;
+}
+
+START_TEST(cold_lend_is_not_warm_at_once_then_served)
+{
+    start(NULL);
+    uint32_t backing;
+    int s = session_backing(&backing);
+    if (backing == ZKN_BACKING_MEMFD_4K) {
+        fprintf(stderr, "cold_lend: memfd-4k backing creates every class inline; skipped\n");
+        close(s);
+        return;
+    }
+    struct zkn_region_desc d;
+    int fd;
+    int cls = zkn_size_class(16 * MIB);
+    /* Making and warming 16 MiB takes milliseconds; the answer must not. */
+    double t0 = now_ms();
+    int n = zkn_test_lend(s, cls, 1, 0, &d, &fd);
+    double dt = now_ms() - t0;
+    ck_assert_int_eq(n, -ZKN_E_NOT_WARM);
+    ck_assert_msg(dt < 100, "not_warm took %.1f ms", dt);
+
+    /* The daemon prepares the class: a later LEND is served from the pool. */
+    for (int i = 0; i < 500 && n == -ZKN_E_NOT_WARM; i++) {
+        sleep_ms(10);
+        n = zkn_test_lend(s, cls, 1, ZKN_LEND_ZEROED, &d, &fd);
+    }
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(d.size, 16 * MIB);
+    ck_assert_int_eq(d.flags & ZKN_REGION_CLEAN, ZKN_REGION_CLEAN);
+    /* Prepared regions are warm: resident before the client touches them. */
+    char *p = mmap(NULL, d.size, PROT_READ, MAP_SHARED, fd, 0);
+    ck_assert_ptr_ne(p, MAP_FAILED);
+    close(fd);
+    static unsigned char vec[(16 * MIB) / 4096];
+    ck_assert_int_eq(mincore(p, d.size, vec), 0);
+    for (size_t i = 0; i < sizeof vec; i++)
+        ck_assert_msg(vec[i] & 1, "page %zu of a prepared region is not resident", i);
+    munmap(p, d.size);
+
+    json_t *j = stats();
+    ck_assert_int_ge(class_int(j, cls, "not_warm"), 1);
+    ck_assert_int_eq(class_int(j, cls, "not_warm"), class_int(j, cls, "misses"));
+    ck_assert_int_eq(class_int(j, cls, "served_warm"), 1);
+    ck_assert_int_ge(class_int(j, cls, "prepared"), 1);
+    ck_assert_int_ge(class_int(j, cls, "target"), 1);
+    ck_assert_int_eq(stat_int(j, "pool", "served_warm"), 1);
+    ck_assert_int_ge(stat_int(j, "refusals", "not_warm"), 1);
+    double share = json_real_value(json_object_get(json_object_get(j, "pool"),
+                                                   "served_warm_share"));
+    ck_assert_msg(share > 0 && share < 1, "served_warm_share %f", share);
+    json_decref(j);
+    ck_assert_int_eq(zkn_test_return(s, &d.id, 1), 1);
+    close(s);
+}
+END_TEST
+
+START_TEST(batch_miss_learns_target)
+{
+    start(NULL);
+    uint32_t backing;
+    int s = session_backing(&backing);
+    if (backing == ZKN_BACKING_MEMFD_4K) {
+        close(s);
+        return;
+    }
+    struct zkn_region_desc d[16];
+    int fds[16];
+    int cls = zkn_size_class(4 * MIB);
+    ck_assert_int_eq(zkn_test_lend(s, cls, 4, 0, d, fds), -ZKN_E_NOT_WARM);
+    /* The target is the batch asked for, and that many are prepared. */
+    json_t *j = stats();
+    ck_assert_int_eq(class_int(j, cls, "target"), 4);
+    json_decref(j);
+    wait_class(cls, "clean", 4);
+    wait_stat("pool", "preparing_bytes", 0);
+    ck_assert_int_eq(zkn_test_lend(s, cls, 4, 0, d, fds), 4);
+    /* Lending tops the class back up to its target in the background. */
+    wait_class(cls, "clean", 4);
+    j = stats();
+    ck_assert_int_eq(class_int(j, cls, "prepared"), 8);
+    ck_assert_int_eq(class_int(j, cls, "served_warm"), 1);
+    ck_assert_int_eq(class_int(j, cls, "not_warm"), 1);
+    ck_assert_int_eq(class_int(j, cls, "target"), 4);
+    json_decref(j);
+    return_all(s, d, 4, fds);
+    close(s);
+}
+END_TEST
+
+START_TEST(prewarmed_class_is_served_warm)
+{
+    const char *args[] = {"--prewarm", "8M=2", NULL};
+    start(args);
+    wait_stat("pool", "clean_bytes", 16 * MIB);
+    int s = session();
+    struct zkn_region_desc d[2];
+    int fds[2];
+    int cls = zkn_size_class(8 * MIB);
+    for (int i = 0; i < 2; i++) {
+        double t0 = now_ms();
+        ck_assert_int_eq(zkn_test_lend(s, cls, 1, ZKN_LEND_ZEROED, &d[i], &fds[i]), 1);
+        ck_assert_msg(now_ms() - t0 < 100, "a warm LEND took %.1f ms", now_ms() - t0);
+        ck_assert_int_eq(d[i].flags & ZKN_REGION_CLEAN, ZKN_REGION_CLEAN);
+    }
+    json_t *j = stats();
+    ck_assert_int_eq(class_int(j, cls, "served_warm"), 2);
+    ck_assert_int_eq(class_int(j, cls, "not_warm"), 0);
+    ck_assert_int_eq(class_int(j, cls, "misses"), 0);
+    ck_assert_int_eq(class_int(j, cls, "prepared"), 2);
+    ck_assert(json_real_value(json_object_get(json_object_get(j, "pool"),
+                                              "served_warm_share")) == 1.0);
+    json_decref(j);
+    return_all(s, d, 2, fds);
+    close(s);
+}
+END_TEST
+
+START_TEST(unused_target_decays)
+{
+    const char *args[] = {"--idle-decay", "1", NULL};
+    start(args);
+    uint32_t backing;
+    int s = session_backing(&backing);
+    if (backing == ZKN_BACKING_MEMFD_4K) {
+        close(s);
+        return;
+    }
+    struct zkn_region_desc d[2];
+    int fds[2];
+    int cls = zkn_size_class(2 * MIB);
+    ck_assert_int_eq(zkn_test_lend(s, cls, 2, 0, d, fds), -ZKN_E_NOT_WARM);
+    json_t *j = stats();
+    ck_assert_int_eq(class_int(j, cls, "target"), 2);
+    json_decref(j);
+    /* Nobody asks again: the target halves per idle period down to 0, and
+     * the regions prepared for it decay too. */
+    wait_class(cls, "target", 0);
+    wait_stat("pool", "idle_bytes", 0);
+    close(s);
+}
+END_TEST
+
+START_TEST(preparing_stays_under_pool_cap)
+{
+    const char *args[] = {"--pool-bytes", "8M", NULL};
+    start(args);
+    uint32_t backing;
+    int s = session_backing(&backing);
+    if (backing == ZKN_BACKING_MEMFD_4K) {
+        close(s);
+        return;
+    }
+    struct zkn_region_desc d[16];
+    int fds[16];
+    int cls = zkn_size_class(4 * MIB);
+    ck_assert_int_eq(zkn_test_lend(s, cls, 16, 0, d, fds), -ZKN_E_NOT_WARM);
+    json_t *j = stats();
+    ck_assert_int_eq(class_int(j, cls, "target"), 2); /* what fits in 8 MiB */
+    ck_assert_int_le(stat_int(j, "pool", "preparing_bytes") + stat_int(j, "pool", "idle_bytes"),
+                     8 * MIB);
+    json_decref(j);
+    wait_class(cls, "clean", 2);
+    wait_stat("pool", "preparing_bytes", 0);
+    /* A class larger than the whole pool is never prepared. */
+    int big = zkn_size_class(64 * MIB);
+    ck_assert_int_eq(zkn_test_lend(s, big, 1, 0, d, fds), -ZKN_E_NOT_WARM);
+    j = stats();
+    ck_assert_int_eq(class_int(j, big, "target"), 0);
+    ck_assert_int_eq(stat_int(j, "pool", "preparing_bytes"), 0);
+    ck_assert_int_eq(stat_int(j, "pool", "idle_bytes"), 8 * MIB);
+    json_decref(j);
+    close(s);
+}
+END_TEST
+
+/* FORGET: the daemon lets go without zeroing, pooling or lending again. */
+static void forget_case(int cls, int may_be_cold)
+{
+    int s = session();
+    struct zkn_region_desc d;
+    int fd;
+    ck_assert_int_eq(zkn_test_lend(s, cls, 1, 0, &d, &fd), 1);
+    json_t *j = stats();
+    json_int_t regions = stat_int(j, "pool", "regions");
+    json_decref(j);
+    unsigned char *p = mmap(NULL, d.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ck_assert_ptr_ne(p, MAP_FAILED);
+    close(fd);
+    memset(p, 0xc3, d.size);
+    /* Still mapped here, as a fork child's copy would be. */
+    uint32_t v;
+    ck_assert_int_eq(return_flags(s, &d.id, 1, ZKN_RETURN_FORGET, &v), ZKN_MSG_RETURN_OK);
+    ck_assert_int_eq(v, 1);
+    j = stats();
+    ck_assert_int_eq(stat_int(j, "pool", "forgotten"), 1);
+    ck_assert_int_eq(stat_int(j, "pool", "lent_bytes"), 0);
+    ck_assert_int_eq(stat_int(j, "pool", "regions"), regions - 1);
+    ck_assert_int_eq(stat_int(j, "totals", "returns"), 0);
+    json_decref(j);
+    ck_assert_int_eq(zkn_test_return(s, &d.id, 1), -ZKN_E_UNKNOWN_ID);
+    /* The id never comes back, warm pool or not. */
+    for (int i = 0; i < 20; i++) {
+        struct zkn_region_desc e;
+        int efd;
+        int n = zkn_test_lend(s, cls, 1, 0, &e, &efd);
+        if (n == -ZKN_E_NOT_WARM) {
+            ck_assert(may_be_cold); /* only classes lent from the pool */
+            sleep_ms(20);
+            continue;
+        }
+        ck_assert_int_eq(n, 1);
+        ck_assert_uint_ne(e.id, d.id);
+        close(efd);
+        ck_assert_int_eq(zkn_test_return(s, &e.id, 1), 1);
+    }
+    /* Nothing zeroed what this process still maps. */
+    for (uint64_t i = 0; i < d.size; i++)
+        ck_assert_msg(p[i] == 0xc3, "byte %llu changed after FORGET", (unsigned long long)i);
+    munmap(p, d.size);
+    close(s);
+}
+
+START_TEST(forgotten_region_never_lent_again)
+{
+    start(NULL);
+    forget_case(zkn_size_class(1 * MIB), 0); /* made inline */
+}
+END_TEST
+
+START_TEST(forgotten_pooled_region_never_lent_again)
+{
+    const char *args[] = {"--prewarm", "2M=1", NULL};
+    start(args);
+    wait_stat("pool", "clean_bytes", 2 * MIB);
+    forget_case(zkn_size_class(2 * MIB), 1);
+}
+END_TEST
+
+START_TEST(return_with_unknown_flags_is_malformed)
+{
+    start(NULL);
+    int s = session();
+    struct zkn_region_desc d;
+    int fd;
+    char buf[64];
+    ck_assert_int_eq(zkn_test_lend(s, 0, 1, 0, &d, &fd), 1);
+    close(fd);
+    uint32_t code;
+    ck_assert_int_eq(return_flags(s, &d.id, 1, 2, &code), ZKN_MSG_ERROR);
+    ck_assert_int_eq(code, ZKN_E_MALFORMED);
+    ck_assert_int_eq(zkn_test_recv(s, buf, sizeof buf, NULL, NULL, 2000), 0); /* closed */
+    close(s);
+    /* The lease was not taken by the refused frame: the process still holds it. */
+    s = session();
+    ck_assert_int_eq(return_flags(s, &d.id, 1, ZKN_RETURN_FORGET | 4, &code), ZKN_MSG_ERROR);
+    ck_assert_int_eq(code, ZKN_E_MALFORMED);
+    close(s);
+    s = session();
+    ck_assert_int_eq(zkn_test_return(s, &d.id, 1), 1);
+    json_t *j = stats();
+    ck_assert_int_eq(stat_int(j, "refusals", "malformed"), 2);
+    ck_assert_int_eq(stat_int(j, "pool", "forgotten"), 0);
+    json_decref(j);
+    close(s);
+}
+END_TEST
+
+/* Receives the reply to a LEND sent earlier: regions lent (fds closed, ids
+ * appended to ids) or -(error code). */
+static int lend_reply(int s, uint64_t *ids, int *nids)
+{
+    char buf[ZKN_MAX_FRAME];
+    int fds[ZKN_MAX_REGIONS_PER_REPLY];
+    size_t nfds = 0;
+    struct zkn_hdr h;
+    ssize_t n = zkn_test_recv(s, buf, sizeof buf, fds, &nfds, 5000);
+    ck_assert_int_ge(n, (ssize_t)(sizeof h + 8));
+    zkn_close_fds(fds, nfds);
+    memcpy(&h, buf, sizeof h);
+    uint32_t v;
+    memcpy(&v, buf + sizeof h, sizeof v);
+    if (h.type == ZKN_MSG_ERROR)
+        return -(int)v;
+    ck_assert_int_eq(h.type, ZKN_MSG_REGIONS);
+    ck_assert_int_eq(v, nfds);
+    for (uint32_t i = 0; i < v; i++) {
+        struct zkn_region_desc d;
+        memcpy(&d, buf + sizeof h + sizeof(struct zkn_regions) + i * sizeof d, sizeof d);
+        ids[(*nids)++] = d.id;
+    }
+    return (int)v;
+}
+
+START_TEST(client_cap_holds_over_concurrent_connections)
+{
+    /* 16 x 4 MiB ready, a 32 MiB cap: 4 connections of this process each ask
+     * for all 16 at once. */
+    const char *args[] = {"--client-cap-bytes", "32M", "--prewarm", "4M=16", "--pool-bytes",
+                          "128M", NULL};
+    start(args);
+    wait_stat("pool", "clean_bytes", 64 * MIB);
+    int cls = zkn_size_class(4 * MIB), s[4];
+    uint64_t ids[64];
+    int nids = 0, refused = 0;
+    for (int k = 0; k < 4; k++)
+        s[k] = session();
+    for (int round = 0; round < 3; round++) {
+        for (int k = 0; k < 4; k++) {
+            struct zkn_lend l = {.size_class = (uint16_t)cls, .count = 16};
+            ck_assert_int_eq(zkn_test_send(s[k], ZKN_MSG_LEND, 30, &l, sizeof l), 0);
+        }
+        for (int k = 0; k < 4; k++) {
+            int n = lend_reply(s[k], ids, &nids);
+            if (n == -ZKN_E_CLIENT_CAP)
+                refused++;
+            else
+                ck_assert_int_gt(n, 0);
+        }
+    }
+    ck_assert_int_eq(nids, 8); /* exactly what 32 MiB holds */
+    ck_assert_int_eq(refused, 11);
+    json_t *j = stats();
+    ck_assert_int_eq(stat_int(j, "pool", "lent_bytes"), 32 * MIB);
+    json_decref(j);
+    /* Past the cap even a cold class is refused, before any not_warm. */
+    int big = zkn_size_class(16 * MIB);
+    for (int k = 0; k < 4; k++) {
+        struct zkn_lend l = {.size_class = (uint16_t)big, .count = 4};
+        ck_assert_int_eq(zkn_test_send(s[k], ZKN_MSG_LEND, 31, &l, sizeof l), 0);
+    }
+    for (int k = 0; k < 4; k++)
+        ck_assert_int_eq(lend_reply(s[k], ids, &nids), -ZKN_E_CLIENT_CAP);
+    for (int i = 0; i < nids; i += 4)
+        ck_assert_int_eq(zkn_test_return(s[0], ids + i, 4), 4);
+    for (int k = 0; k < 4; k++)
+        close(s[k]);
+}
+END_TEST
+
+START_TEST(global_lent_cap_over_two_processes)
+{
+    const char *args[] = {"--max-lent-bytes", "8M", "--prewarm", "4M=4", NULL};
+    start(args);
+    wait_stat("pool", "clean_bytes", 16 * MIB);
+    int cls = zkn_size_class(4 * MIB);
+    struct zkn_region_desc d[4];
+    int fds[4];
+    int s = session();
+    ck_assert_int_eq(zkn_test_lend(s, cls, 1, 0, &d[0], &fds[0]), 1);
+    close(fds[0]);
+
+    int res[2];
+    ck_assert_int_eq(pipe(res), 0);
+    pid_t child = fork();
+    ck_assert_int_ge(child, 0);
+    if (child == 0) {
+        /* Another process: one more region fits, then the daemon's cap. */
+        struct zkn_region_desc cd[4];
+        int cfd[4];
+        char text[ZKN_MAX_ERROR_TEXT + 1] = "";
+        int cs = zkn_test_connect(daemon_.sock);
+        int got = -1;
+        uint32_t code = 0;
+        if (cs >= 0 && zkn_test_hello(cs, NULL) == 0) {
+            got = zkn_test_lend(cs, cls, 4, 0, cd, cfd);
+            struct zkn_lend l = {.size_class = (uint16_t)cls, .count = 1};
+            char buf[ZKN_MAX_FRAME];
+            if (zkn_test_send(cs, ZKN_MSG_LEND, 40, &l, sizeof l) == 0) {
+                ssize_t n = zkn_test_recv(cs, buf, sizeof buf, NULL, NULL, 5000);
+                if (n > (ssize_t)(sizeof(struct zkn_hdr) + 8)) {
+                    memcpy(&code, buf + sizeof(struct zkn_hdr), sizeof code);
+                    snprintf(text, sizeof text, "%.*s",
+                             (int)(n - (ssize_t)sizeof(struct zkn_hdr) - 8),
+                             buf + sizeof(struct zkn_hdr) + 8);
+                }
+            }
+        }
+        int ok = got == 1 && code == ZKN_E_CLIENT_CAP && strstr(text, "--max-lent-bytes");
+        if (write(res[1], &ok, sizeof ok) != sizeof ok)
+            _exit(3);
+        pause(); /* holds its lease until killed */
+        _exit(0);
+    }
+    close(res[1]);
+    int ok = 0;
+    ck_assert_int_eq(read(res[0], &ok, sizeof ok), sizeof ok);
+    close(res[0]);
+    ck_assert_msg(ok, "the second process was not capped at 8 MiB lent in all");
+
+    char text[ZKN_MAX_ERROR_TEXT + 1];
+    ck_assert_int_eq(lend_refusal(s, cls, 1, text, sizeof text), ZKN_E_CLIENT_CAP);
+    ck_assert_ptr_nonnull(strstr(text, "--max-lent-bytes"));
+    json_t *j = stats();
+    ck_assert_int_eq(stat_int(j, "pool", "lent_bytes"), 8 * MIB);
+    ck_assert_int_eq(stat_int(j, "caps", "max_lent_bytes"), 8 * MIB);
+    json_decref(j);
+    /* When the other process exits its lease comes back and fits again. */
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
+    wait_stat("pool", "lent_bytes", 4 * MIB);
+    ck_assert_int_eq(zkn_test_lend(s, cls, 1, 0, &d[1], &fds[1]), 1);
+    close(fds[1]);
+    uint64_t ids[2] = {d[0].id, d[1].id};
+    ck_assert_int_eq(zkn_test_return(s, ids, 2), 2);
+    close(s);
+}
+END_TEST
+
+static Suite *lend_suite(void)
+{
+    Suite *s = suite_create("daemon_lend");
+    TCase *tc = tcase_create("lend");
+    tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_test(tc, cold_lend_is_not_warm_at_once_then_served);
+    tcase_add_test(tc, batch_miss_learns_target);
+    tcase_add_test(tc, prewarmed_class_is_served_warm);
+    tcase_add_test(tc, unused_target_decays);
+    tcase_add_test(tc, preparing_stays_under_pool_cap);
+    tcase_add_test(tc, forgotten_region_never_lent_again);
+    tcase_add_test(tc, forgotten_pooled_region_never_lent_again);
+    tcase_add_test(tc, return_with_unknown_flags_is_malformed);
+    tcase_add_test(tc, client_cap_holds_over_concurrent_connections);
+    tcase_add_test(tc, global_lent_cap_over_two_processes);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *r = srunner_create(lend_suite());
+    srunner_run_all(r, CK_NORMAL);
+    int failed = srunner_ntests_failed(r);
+    srunner_free(r);
+    return failed ? 1 : 0;
+}
