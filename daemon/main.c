@@ -97,6 +97,23 @@ static void shutdown_daemon(struct daemon *d, const char *why)
     close_handle((uv_handle_t *)&d->status);
 }
 
+/* --prewarm N means N pooled regions of the class, restored ones included,
+ * not N more on every restart. */
+static void prewarm_shortfall(struct daemon *d)
+{
+    uint64_t want[ZKN_CLASS_COUNT] = {0};
+    for (int i = 0; i < d->cfg.nprewarm; i++)
+        want[d->cfg.prewarm[i].size_class] += d->cfg.prewarm[i].count;
+    for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
+        uint64_t clean, dirty;
+        if (!want[c])
+            continue;
+        pool_class_counts(&d->pool, c, &clean, &dirty);
+        if (clean + dirty < want[c])
+            pool_prewarm(&d->pool, c, (uint32_t)(want[c] - clean - dirty));
+    }
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     shutdown_daemon(s->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -143,8 +160,7 @@ int main(int argc, char **argv)
     }
     pressure_start(&d.pressure, &d.loop, &d.pool, &d.cfg);
 
-    for (int i = 0; i < d.cfg.nprewarm; i++)
-        pool_prewarm(&d.pool, d.cfg.prewarm[i].size_class, d.cfg.prewarm[i].count);
+    prewarm_shortfall(&d);
 
     log_info("zknallocd %s (protocol %u) pid %d listening on %s", ZKN_VERSION, ZKN_PROTO_VERSION,
              (int)getpid(), d.cfg.socket_path);
