@@ -318,7 +318,7 @@ static void handle_return(struct conn *c, uint32_t req, const char *payload, uin
 
 static void handle_stats(struct conn *c, uint32_t req)
 {
-    char *json = stats_json(c->srv, ZKN_MAX_PAYLOAD);
+    char *json = stats_json(c->srv, ZKN_MAX_PAYLOAD, c->proc->uid);
     if (!json) {
         reply_error(c, req, ZKN_E_NOMEM, "cannot build stats");
         return;
@@ -508,6 +508,70 @@ static void refuse_connection(struct server *s, int fd, uint32_t code, const cha
     close(fd);
 }
 
+#define ACCEPT_BACKOFF_MIN_MS 100
+#define ACCEPT_BACKOFF_MAX_MS 2000
+
+static void on_listen_event(uv_poll_t *w, int status, int events);
+
+static void reserve_fd_open(struct server *s)
+{
+    if (s->reserve_fd < 0)
+        s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void on_accept_timer(uv_timer_t *t)
+{
+    struct server *s = t->data;
+    if (!s->stopping && s->listen_open)
+        uv_poll_start(&s->listen_watch, UV_READABLE, on_listen_event);
+}
+
+/* Out of fds. A pending connection would keep the listener readable and the
+ * loop spinning: spend the reserve fd to accept and refuse it, then rest the
+ * listener for a while (one log line per episode). */
+static void on_fds_exhausted(struct server *s, int err)
+{
+    int waiting = 1;
+    for (int i = 0; i < 64 && waiting && s->reserve_fd >= 0; i++) {
+        close(s->reserve_fd);
+        s->reserve_fd = -1;
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            refuse_connection(s, fd, ZKN_E_BUSY, "daemon out of file descriptors");
+            s->accept_exhausted++;
+        } else if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) {
+            waiting = 0;
+        } else {
+            i = 64; /* the reserve is not enough: rest */
+        }
+        reserve_fd_open(s);
+    }
+    if (!waiting)
+        return; /* nobody is waiting: the listener is not readable */
+    if (!s->fd_exhausted) {
+        s->fd_exhausted = 1;
+        log_warn("accept: %s: refusing new connections until fds are free (raise "
+                 "LimitNOFILE= or lower the lease caps)",
+                 strerror(err));
+    }
+    s->accept_backoff_ms = s->accept_backoff_ms ? s->accept_backoff_ms * 2 : ACCEPT_BACKOFF_MIN_MS;
+    if (s->accept_backoff_ms > ACCEPT_BACKOFF_MAX_MS)
+        s->accept_backoff_ms = ACCEPT_BACKOFF_MAX_MS;
+    if (s->accept_timer_open) {
+        uv_poll_stop(&s->listen_watch);
+        uv_timer_start(&s->accept_timer, on_accept_timer, s->accept_backoff_ms, 0);
+    }
+}
+
+static void accept_recovered(struct server *s)
+{
+    if (s->fd_exhausted)
+        log_info("accepting connections again (%llu refused for want of fds so far)",
+                 (unsigned long long)s->accept_exhausted);
+    s->fd_exhausted = 0;
+    s->accept_backoff_ms = 0;
+}
+
 static void on_listen_event(uv_poll_t *w, int status, int events)
 {
     struct server *s = w->data;
@@ -517,6 +581,10 @@ static void on_listen_event(uv_poll_t *w, int status, int events)
     for (int i = 0; i < 64; i++) {
         int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE) {
+                on_fds_exhausted(s, errno);
+                return;
+            }
             if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
                 log_warn("accept: %s", strerror(errno));
             return;
@@ -533,8 +601,22 @@ static void on_listen_event(uv_poll_t *w, int status, int events)
             refuse_connection(s, fd, ZKN_E_BUSY, "too many connections");
             continue;
         }
+        int pidfd = peer_pidfd(fd, cred.pid);
+        if (pidfd == -EMFILE || pidfd == -ENFILE) {
+            refuse_connection(s, fd, ZKN_E_BUSY, "daemon out of file descriptors");
+            s->accept_exhausted++;
+            on_fds_exhausted(s, -pidfd);
+            return;
+        }
+        if (pidfd == -ESRCH) { /* gone before we looked */
+            close(fd);
+            continue;
+        }
+        accept_recovered(s);
         struct conn *c = calloc(1, sizeof *c);
-        struct proc *p = c ? proc_attach(s, cred.pid, cred.uid, cred.gid) : NULL;
+        struct proc *p = c ? proc_attach(s, &cred, pidfd) : NULL;
+        if (!c && pidfd >= 0)
+            close(pidfd);
         if (!p || uv_poll_init(s->loop, &c->watch, fd) != 0) {
             if (p)
                 proc_detach(p);
@@ -665,6 +747,15 @@ int server_listen(struct server *s, int inherited_fd)
 
 int server_start(struct server *s)
 {
+    s->reserve_fd = -1;
+    reserve_fd_open(s);
+    if (s->reserve_fd < 0)
+        log_warn("open /dev/null: %s; running out of fds will refuse newcomers silently",
+                 strerror(errno));
+    if (uv_timer_init(s->loop, &s->accept_timer) == 0) {
+        s->accept_timer.data = s;
+        s->accept_timer_open = 1;
+    }
     if (uv_poll_init(s->loop, &s->listen_watch, s->listen_fd) != 0)
         return -1;
     s->listen_watch.data = s;
@@ -682,6 +773,13 @@ void server_stop(struct server *s)
         uv_close((uv_handle_t *)&s->listen_watch, NULL);
         s->listen_open = 0;
     }
+    if (s->accept_timer_open) {
+        uv_close((uv_handle_t *)&s->accept_timer, NULL);
+        s->accept_timer_open = 0;
+    }
+    if (s->reserve_fd >= 0)
+        close(s->reserve_fd);
+    s->reserve_fd = -1;
     if (s->own_socket_file)
         unlink(s->cfg->socket_path);
     close(s->listen_fd);
