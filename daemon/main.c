@@ -21,6 +21,9 @@
 /* Decay is checked every 10 s, or twice per decay period when that is shorter. */
 #define DECAY_TICK_MAX_MS 10000
 #define STATUS_TICK_MS 5000
+/* A configuration that cannot work: the unit's RestartPreventExitStatus=
+ * stops systemd from restarting into the same error until it gives up. */
+#define EXIT_CONFIG 2
 
 struct daemon {
     struct config cfg;
@@ -124,14 +127,14 @@ int main(int argc, char **argv)
     static struct daemon d;
     int rc = config_load(&d.cfg, argc, argv);
     if (rc != 0)
-        return rc > 0 ? 0 : 2;
+        return rc > 0 ? 0 : EXIT_CONFIG;
     log_set_level((enum log_level)d.cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 
     /* Before any thread exists: the backing may unshare the mount namespace. */
     if (backing_init(&d.backing, &d.cfg) < 0)
-        return 1;
+        return EXIT_CONFIG; /* an explicit --hugetlb/--backing-dir that cannot work */
     if (uv_loop_init(&d.loop) != 0 || pool_init(&d.pool, &d.loop, &d.cfg, &d.backing) < 0) {
         log_error("cannot initialise the event loop");
         return 1;
