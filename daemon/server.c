@@ -532,19 +532,21 @@ static void on_accept_timer(uv_timer_t *t)
 static void on_fds_exhausted(struct server *s, int err)
 {
     int waiting = 1;
+    reserve_fd_open(s); /* a worker may have taken its number last time */
     for (int i = 0; i < 64 && waiting && s->reserve_fd >= 0; i++) {
         close(s->reserve_fd);
         s->reserve_fd = -1;
         int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int e = errno;
+        reserve_fd_open(s);
         if (fd >= 0) {
             refuse_connection(s, fd, ZKN_E_BUSY, "daemon out of file descriptors");
             s->accept_exhausted++;
-        } else if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) {
+        } else if (e == EAGAIN || e == EINTR || e == ECONNABORTED) {
             waiting = 0;
         } else {
-            i = 64; /* the reserve is not enough: rest */
+            break; /* the reserve was not enough: rest */
         }
-        reserve_fd_open(s);
     }
     if (!waiting)
         return; /* nobody is waiting: the listener is not readable */
@@ -565,6 +567,7 @@ static void on_fds_exhausted(struct server *s, int err)
 
 static void accept_recovered(struct server *s)
 {
+    reserve_fd_open(s);
     if (s->fd_exhausted)
         log_info("accepting connections again (%llu refused for want of fds so far)",
                  (unsigned long long)s->accept_exhausted);
@@ -750,7 +753,7 @@ int server_start(struct server *s)
     s->reserve_fd = -1;
     reserve_fd_open(s);
     if (s->reserve_fd < 0)
-        log_warn("open /dev/null: %s; running out of fds will refuse newcomers silently",
+        log_warn("open /dev/null: %s; out of fds, newcomers will wait unanswered",
                  strerror(errno));
     if (uv_timer_init(s->loop, &s->accept_timer) == 0) {
         s->accept_timer.data = s;
