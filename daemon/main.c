@@ -11,6 +11,7 @@
 #include "backing.h"
 #include "config.h"
 #include "fdstore.h"
+#include "listen.h"
 #include "log.h"
 #include "pool.h"
 #include "pressure.h"

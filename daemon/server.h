@@ -80,10 +80,6 @@ struct server {
     uint64_t accept_exhausted; /* connections refused for want of fds */
 };
 
-/* Binds cfg->socket_path, or adopts listen_fd >= 0 (socket activation).
- * Refuses (-1, reported) when a live daemon already answers on the path;
- * replaces a stale socket file. */
-int server_listen(struct server *s, int inherited_fd);
 int server_start(struct server *s);
 /* Closes every connection and the listener; leases die with their regions. */
 void server_stop(struct server *s);
