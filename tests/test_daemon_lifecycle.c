@@ -4,6 +4,7 @@
  * the daemon reuses a region only once no live process can reach it, and
  * never shows one uid another uid's bytes. Several cases need root (CI is). */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -357,6 +358,25 @@ static int count_memfds(pid_t pid)
     return n;
 }
 
+/* The daemon's open fds, once they stop changing (closes are asynchronous). */
+static int count_fds_settled(pid_t pid)
+{
+    char path[64];
+    int last = -1, n = -2;
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    for (int i = 0; i < 100 && n != last; i++) {
+        last = n;
+        usleep(20 * 1000);
+        DIR *d = opendir(path);
+        ck_assert_ptr_nonnull(d);
+        n = 0;
+        while (readdir(d))
+            n++;
+        closedir(d);
+    }
+    return n;
+}
+
 static char *read_file(const char *path)
 {
     static char buf[1 << 16];
@@ -617,6 +637,7 @@ START_TEST(pidns_client_keeps_leases)
     /* In its own pid namespace the daemon reads pid 0 for every client here. */
     struct spawn sp = {.sock = t.sock, .new_pidns = 1};
     struct spawned d = spawn_daemon(&sp);
+    int base = count_fds_settled(d.pid);
     ino_t ino;
     int go;
     pid_t holder = holder_start(t.sock, &ino, &go);
@@ -629,6 +650,10 @@ START_TEST(pidns_client_keeps_leases)
     ck_assert_int_eq(holder_finish(holder, go), 0);
     /* The holder is gone: its lease comes back. */
     wait_value(t.sock, "totals", "reclaimed", 1);
+    /* The holder's record and pidfd are gone; what remains beyond the start
+     * is one fd per region (this process's leases, the holder's pooled one). */
+    int regions = (int)stat_value(t.sock, "pool", "regions");
+    ck_assert_int_eq(count_fds_settled(d.pid), base + regions);
     ck_assert_int_eq(stop_daemon(&d), 0);
     tmp_remove(&t);
 }
@@ -686,6 +711,7 @@ START_TEST(fd_exhaustion_does_not_spin)
     struct spawned d = spawn_daemon(&sp);
     int first = zkn_test_connect(t.sock);
     ck_assert_int_eq(zkn_test_hello(first, NULL), 0);
+    int base = count_fds_settled(d.pid);
     int conns[NCONN], n = 0;
     for (; n < NCONN; n++) {
         conns[n] = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -721,6 +747,7 @@ START_TEST(fd_exhaustion_does_not_spin)
     /* Recovers: new connections are served again. */
     ck_assert_int_eq(wait_ping(t.sock), 0);
     ck_assert_int_ge(stat_value(t.sock, "totals", "accept_exhausted"), 1);
+    ck_assert_int_eq(count_fds_settled(d.pid), base); /* no pidfd or socket left over */
     close(first);
     ck_assert_int_eq(stop_daemon(&d), 0);
     int lines = count_lines(read_file(t.log));
