@@ -813,6 +813,78 @@ START_TEST(stats_clients_per_uid)
 }
 END_TEST
 
+/* ---- 6: a configuration error is an error to the journal, and final ---- */
+
+START_TEST(config_error_logged_as_error_and_final)
+{
+    struct tmp t;
+    tmp_make(&t);
+    int fd = open(t.log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    struct stat sb;
+    ck_assert_int_eq(fstat(fd, &sb), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        char js[64];
+        /* stderr is "the journal": JOURNAL_STREAM names it */
+        snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)sb.st_dev,
+                 (unsigned long long)sb.st_ino);
+        setenv("JOURNAL_STREAM", js, 1);
+        dup2(fd, 2);
+        execl(zkn_test_build_path("zknallocd"), "zknallocd", "--socket", t.sock,
+              "--pool-bytes", "lots", (char *)NULL);
+        _exit(127);
+    }
+    close(fd);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 2, "status %#x", st);
+    const char *log = read_file(t.log);
+    ck_assert_msg(strncmp(log, "<3>", 3) == 0, "not at priority err: %s", log);
+    ck_assert_ptr_nonnull(strstr(log, "--pool-bytes"));
+    /* The unit does not restart into the same error. */
+    char unit[600];
+    snprintf(unit, sizeof unit, "%s/../systemd/zknallocd.service", zkn_test_build_path(""));
+    if (access(unit, R_OK) != 0)
+        snprintf(unit, sizeof unit, "systemd/zknallocd.service");
+    ck_assert_ptr_nonnull(strstr(read_file(unit), "\nRestartPreventExitStatus=2\n"));
+    tmp_remove(&t);
+}
+END_TEST
+
+/* ---- 2 again: the pool cap holds for restored regions, and dropped ones
+ * leave the store too ---- */
+
+START_TEST(fdstore_restore_respects_the_cap)
+{
+    struct tmp t;
+    struct store st;
+    tmp_make(&t);
+    store_open(&st);
+    const char *args[] = {"--prewarm", "64K=3", NULL};
+    struct spawn sp = {.sock = t.sock, .args = args};
+    struct spawned d = spawn_daemon(&sp);
+    wait_value(t.sock, "pool", "clean_bytes", 3 * KIB64);
+    ck_assert_int_eq(stop_daemon(&d), 0);
+    store_drain(&st, 300);
+    ck_assert_uint_eq(st.n, 3);
+    const char *small[] = {"--pool-bytes", "128K", NULL};
+    sp.args = small;
+    sp.store = &st;
+    d = spawn_daemon(&sp);
+    store_drain(&st, 300);
+    ck_assert_int_eq(stat_value(t.sock, "totals", "restored"), 2);
+    ck_assert_int_eq(stat_value(t.sock, "pool", "idle_bytes"), 2 * KIB64);
+    ck_assert_uint_eq(st.nremoved, 3);
+    ck_assert_uint_eq(st.n, 0);
+    ck_assert_int_eq(count_memfds(d.pid), 2);
+    ck_assert_int_eq(stop_daemon(&d), 0);
+    store_close(&st);
+    tmp_remove(&t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("daemon_lifecycle");
@@ -825,6 +897,8 @@ int main(void)
     tcase_add_test(tc, no_pidfd_forgets_instead_of_reusing);
     tcase_add_test(tc, fd_exhaustion_does_not_spin);
     tcase_add_test(tc, stats_clients_per_uid);
+    tcase_add_test(tc, config_error_logged_as_error_and_final);
+    tcase_add_test(tc, fdstore_restore_respects_the_cap);
     suite_add_tcase(s, tc);
     SRunner *r = srunner_create(s);
     srunner_run_all(r, CK_NORMAL);
