@@ -62,7 +62,7 @@ static int parse_size_arg(const char *flag, const char *text, uint64_t *out)
 {
     if (zkn_parse_size(text, out) == 0)
         return 0;
-    fprintf(stderr, "zknallocd: %s: not a size: '%s' (e.g. 512M, 2G)\n", flag, text);
+    log_error("%s: not a size: '%s' (e.g. 512M, 2G)", flag, text);
     return -1;
 }
 
@@ -79,12 +79,12 @@ static int parse_prewarm(struct config *cfg, const char *text)
         count > 1u << 20)
         goto bad;
     if (zkn_size_class(size) < 0) {
-        fprintf(stderr, "zknallocd: --prewarm: %s is larger than the largest class (16G)\n",
+        log_error("--prewarm: %s is larger than the largest class (16G)",
                 size_text);
         return -1;
     }
     if (cfg->nprewarm == CONFIG_MAX_PREWARM) {
-        fprintf(stderr, "zknallocd: --prewarm: at most %d of them\n", CONFIG_MAX_PREWARM);
+        log_error("--prewarm: at most %d of them", CONFIG_MAX_PREWARM);
         return -1;
     }
     cfg->prewarm[cfg->nprewarm].size_class = zkn_size_class(size);
@@ -92,7 +92,7 @@ static int parse_prewarm(struct config *cfg, const char *text)
     cfg->nprewarm++;
     return 0;
 bad:
-    fprintf(stderr, "zknallocd: --prewarm: expected SIZE=COUNT (e.g. 128M=4), got '%s'\n", text);
+    log_error("--prewarm: expected SIZE=COUNT (e.g. 128M=4), got '%s'", text);
     return -1;
 }
 
@@ -100,7 +100,7 @@ static int parse_u32(const char *flag, const char *text, uint32_t min, uint32_t 
 {
     uint64_t v;
     if (zkn_parse_size(text, &v) || v < min || v > UINT32_MAX) {
-        fprintf(stderr, "zknallocd: %s: expected a number >= %u, got '%s'\n", flag, min, text);
+        log_error("%s: expected a number >= %u, got '%s'", flag, min, text);
         return -1;
     }
     *out = (uint32_t)v;
@@ -156,19 +156,20 @@ int config_load(struct config *cfg, int argc, char **argv)
         return -1;
     if ((env = getenv("ZKN_LOG_LEVEL")) && *env) {
         if (log_parse_level(env) < 0) {
-            fprintf(stderr, "zknallocd: ZKN_LOG_LEVEL: unknown level '%s'\n", env);
+            log_error("ZKN_LOG_LEVEL: unknown level '%s'", env);
             return -1;
         }
         cfg->log_level = log_parse_level(env);
     }
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    opterr = 0; /* reported below at error priority, so the journal shows it */
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
         uint64_t v;
         switch (c) {
         case OPT_SOCKET:
             if (strlen(optarg) == 0 || strlen(optarg) >= sizeof cfg->socket_path) {
-                fprintf(stderr, "zknallocd: --socket: path empty or longer than %zu bytes\n",
+                log_error("--socket: path empty or longer than %zu bytes",
                         sizeof cfg->socket_path - 1);
                 return -1;
             }
@@ -178,7 +179,7 @@ int config_load(struct config *cfg, int argc, char **argv)
             char *end;
             long mode = strtol(optarg, &end, 8);
             if (*optarg == '\0' || *end || mode < 0 || mode > 0777) {
-                fprintf(stderr, "zknallocd: --socket-mode: expected octal like 0660\n");
+                log_error("--socket-mode: expected octal like 0660");
                 return -1;
             }
             cfg->socket_mode = (int)mode;
@@ -186,7 +187,7 @@ int config_load(struct config *cfg, int argc, char **argv)
         }
         case OPT_GROUP:
             if (strlen(optarg) >= sizeof cfg->socket_group) {
-                fprintf(stderr, "zknallocd: --socket-group: name too long\n");
+                log_error("--socket-group: name too long");
                 return -1;
             }
             strcpy(cfg->socket_group, optarg);
@@ -217,7 +218,7 @@ int config_load(struct config *cfg, int argc, char **argv)
             break;
         case OPT_BACKING_DIR:
             if (strlen(optarg) >= sizeof cfg->backing_dir) {
-                fprintf(stderr, "zknallocd: --backing-dir: path too long\n");
+                log_error("--backing-dir: path too long");
                 return -1;
             }
             strcpy(cfg->backing_dir, optarg);
@@ -226,7 +227,7 @@ int config_load(struct config *cfg, int argc, char **argv)
         case OPT_NO_MOUNT: cfg->no_private_mount = 1; break;
         case OPT_DECAY:
             if (zkn_parse_size(optarg, &v)) {
-                fprintf(stderr, "zknallocd: --idle-decay: expected seconds\n");
+                log_error("--idle-decay: expected seconds");
                 return -1;
             }
             cfg->idle_decay_s = v;
@@ -238,28 +239,32 @@ int config_load(struct config *cfg, int argc, char **argv)
         case OPT_NO_PSI: cfg->psi = 0; break;
         case OPT_LOG:
             if (log_parse_level(optarg) < 0) {
-                fprintf(stderr, "zknallocd: --log-level: expected error, warn, info or debug\n");
+                log_error("--log-level: expected error, warn, info or debug");
                 return -1;
             }
             cfg->log_level = log_parse_level(optarg);
             break;
         case OPT_HELP: usage(stdout); return 1;
         case OPT_VERSION: printf("zknallocd %s (protocol %u)\n", ZKN_VERSION, ZKN_PROTO_VERSION); return 1;
-        default: usage(stderr); return -1;
+        case ':':
+            log_error("%s: needs an argument (see --help)", argv[optind - 1]);
+            return -1;
+        default:
+            log_error("unknown option '%s' (see --help)", argv[optind - 1]);
+            return -1;
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "zknallocd: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
+        log_error("unexpected argument '%s' (see --help)", argv[optind]);
         return -1;
     }
     if (cfg->hugetlb && cfg->backing_dir[0]) {
-        fprintf(stderr, "zknallocd: --hugetlb and --backing-dir exclude each other\n");
+        log_error("--hugetlb and --backing-dir exclude each other");
         return -1;
     }
     if (!cfg->socket_path[0] &&
         zkn_socket_path(cfg->socket_path, sizeof cfg->socket_path, ZKN_PATH_DAEMON) < 0) {
-        fprintf(stderr, "zknallocd: no usable socket path (set --socket or $%s)\n",
+        log_error("no usable socket path (set --socket or $%s)",
                 ZKN_SOCKET_ENV);
         return -1;
     }

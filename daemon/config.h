@@ -34,7 +34,7 @@ struct config {
 
 /* Fills defaults (from the machine and the environment), then the command
  * line. Returns 0 to run, 1 when --help/--version were answered, -1 on a
- * usage error (already reported on stderr). */
+ * usage error (already logged at error priority). */
 int config_load(struct config *cfg, int argc, char **argv);
 
 /* Physical memory in bytes. */

@@ -1,8 +1,11 @@
 /* Warm restarts: at shutdown the idle pool's memfds go to the service
  * manager's fd store (FDSTORE=1), and the next instance gets them back
  * through LISTEN_FDS, so `systemctl restart zknallocd` keeps the pool warm.
- * Each fd is named "zkn-region-CLASS-UID-STATE" (STATE c: clean, d: dirty);
- * fd names may not contain ':'. */
+ * Each fd is named "zkn-region-CLASS-UID-TOKEN", TOKEN unique per region
+ * (fd names may not contain ':'). A restored fd's name is removed from the
+ * store at once (FDSTOREREMOVE=1), and a restored region is dirty unless it
+ * never had a page: unowned ones are zeroed before the daemon listens, owned
+ * ones go back to their uid's partition and are zeroed in the background. */
 #ifndef ZKND_FDSTORE_H
 #define ZKND_FDSTORE_H
 

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static enum log_level current = LOG_LVL_INFO;
 
@@ -22,6 +24,18 @@ int log_parse_level(const char *name)
 
 int log_enabled(enum log_level level) { return level <= current; }
 
+/* JOURNAL_STREAM names the journal's stream as DEV:INODE; stderr is the
+ * journal only if it is that very file (a wrapper may have redirected it). */
+static int stderr_is_journal(void)
+{
+    const char *e = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    if (!e || sscanf(e, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) < 0)
+        return 0;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
     static const char *const tags[] = {"error", "warning", "info", "debug"};
@@ -33,7 +47,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
     if (level > current)
         return;
     if (journal < 0)
-        journal = getenv("JOURNAL_STREAM") != NULL;
+        journal = stderr_is_journal();
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);

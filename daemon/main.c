@@ -11,6 +11,7 @@
 #include "backing.h"
 #include "config.h"
 #include "fdstore.h"
+#include "listen.h"
 #include "log.h"
 #include "pool.h"
 #include "pressure.h"
@@ -21,6 +22,9 @@
 /* Decay is checked every 10 s, or twice per decay period when that is shorter. */
 #define DECAY_TICK_MAX_MS 10000
 #define STATUS_TICK_MS 5000
+/* A configuration that cannot work: the unit's RestartPreventExitStatus=
+ * stops systemd from restarting into the same error until it gives up. */
+#define EXIT_CONFIG 2
 
 struct daemon {
     struct config cfg;
@@ -97,6 +101,23 @@ static void shutdown_daemon(struct daemon *d, const char *why)
     close_handle((uv_handle_t *)&d->status);
 }
 
+/* --prewarm N means N pooled regions of the class, restored ones included,
+ * not N more on every restart. */
+static void prewarm_shortfall(struct daemon *d)
+{
+    uint64_t want[ZKN_CLASS_COUNT] = {0};
+    for (int i = 0; i < d->cfg.nprewarm; i++)
+        want[d->cfg.prewarm[i].size_class] += d->cfg.prewarm[i].count;
+    for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
+        uint64_t clean, dirty;
+        if (!want[c])
+            continue;
+        pool_class_counts(&d->pool, c, &clean, &dirty);
+        if (clean + dirty < want[c])
+            pool_prewarm(&d->pool, c, (uint32_t)(want[c] - clean - dirty));
+    }
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
     shutdown_daemon(s->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -107,14 +128,14 @@ int main(int argc, char **argv)
     static struct daemon d;
     int rc = config_load(&d.cfg, argc, argv);
     if (rc != 0)
-        return rc > 0 ? 0 : 2;
+        return rc > 0 ? 0 : EXIT_CONFIG;
     log_set_level((enum log_level)d.cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
 
     /* Before any thread exists: the backing may unshare the mount namespace. */
     if (backing_init(&d.backing, &d.cfg) < 0)
-        return 1;
+        return EXIT_CONFIG; /* an explicit --hugetlb/--backing-dir that cannot work */
     if (uv_loop_init(&d.loop) != 0 || pool_init(&d.pool, &d.loop, &d.cfg, &d.backing) < 0) {
         log_error("cannot initialise the event loop");
         return 1;
@@ -143,8 +164,7 @@ int main(int argc, char **argv)
     }
     pressure_start(&d.pressure, &d.loop, &d.pool, &d.cfg);
 
-    for (int i = 0; i < d.cfg.nprewarm; i++)
-        pool_prewarm(&d.pool, d.cfg.prewarm[i].size_class, d.cfg.prewarm[i].count);
+    prewarm_shortfall(&d);
 
     log_info("zknallocd %s (protocol %u) pid %d listening on %s", ZKN_VERSION, ZKN_PROTO_VERSION,
              (int)getpid(), d.cfg.socket_path);

@@ -5,14 +5,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -312,11 +309,11 @@ static void handle_return(struct conn *c, uint32_t req, const char *payload, uin
             bad++;
             continue;
         }
-        proc_drop_lease(c->proc, r);
         if (head.flags & ZKN_RETURN_FORGET) {
+            proc_drop_lease(c->proc, r);
             pool_forget(c->srv->pool, r); /* another process may map it: never reused */
         } else {
-            pool_give_back(c->srv->pool, r);
+            proc_release_lease(c->proc, r); /* forgotten when the holder's liveness is unknown */
             c->srv->pool->returns++;
         }
         ok++;
@@ -332,7 +329,7 @@ static void handle_return(struct conn *c, uint32_t req, const char *payload, uin
 
 static void handle_stats(struct conn *c, uint32_t req)
 {
-    char *json = stats_json(c->srv, ZKN_MAX_PAYLOAD);
+    char *json = stats_json(c->srv, ZKN_MAX_PAYLOAD, c->proc->uid);
     if (!json) {
         reply_error(c, req, ZKN_E_NOMEM, "cannot build stats");
         return;
@@ -515,6 +512,73 @@ static void refuse_connection(struct server *s, int fd, uint32_t code, const cha
     close(fd);
 }
 
+#define ACCEPT_BACKOFF_MIN_MS 100
+#define ACCEPT_BACKOFF_MAX_MS 2000
+
+static void on_listen_event(uv_poll_t *w, int status, int events);
+
+static void reserve_fd_open(struct server *s)
+{
+    if (s->reserve_fd < 0)
+        s->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void on_accept_timer(uv_timer_t *t)
+{
+    struct server *s = t->data;
+    if (!s->stopping && s->listen_open)
+        uv_poll_start(&s->listen_watch, UV_READABLE, on_listen_event);
+}
+
+/* Out of fds. A pending connection would keep the listener readable and the
+ * loop spinning: spend the reserve fd to accept and refuse it, then rest the
+ * listener for a while (one log line per episode). */
+static void on_fds_exhausted(struct server *s, int err)
+{
+    int waiting = 1;
+    reserve_fd_open(s); /* a worker may have taken its number last time */
+    for (int i = 0; i < 64 && waiting && s->reserve_fd >= 0; i++) {
+        close(s->reserve_fd);
+        s->reserve_fd = -1;
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int e = errno;
+        reserve_fd_open(s);
+        if (fd >= 0) {
+            refuse_connection(s, fd, ZKN_E_BUSY, "daemon out of file descriptors");
+            s->accept_exhausted++;
+        } else if (e == EAGAIN || e == EINTR || e == ECONNABORTED) {
+            waiting = 0;
+        } else {
+            break; /* the reserve was not enough: rest */
+        }
+    }
+    if (!waiting)
+        return; /* nobody is waiting: the listener is not readable */
+    if (!s->fd_exhausted) {
+        s->fd_exhausted = 1;
+        log_warn("accept: %s: refusing new connections until fds are free (raise "
+                 "LimitNOFILE= or lower the lease caps)",
+                 strerror(err));
+    }
+    s->accept_backoff_ms = s->accept_backoff_ms ? s->accept_backoff_ms * 2 : ACCEPT_BACKOFF_MIN_MS;
+    if (s->accept_backoff_ms > ACCEPT_BACKOFF_MAX_MS)
+        s->accept_backoff_ms = ACCEPT_BACKOFF_MAX_MS;
+    if (s->accept_timer_open) {
+        uv_poll_stop(&s->listen_watch);
+        uv_timer_start(&s->accept_timer, on_accept_timer, s->accept_backoff_ms, 0);
+    }
+}
+
+static void accept_recovered(struct server *s)
+{
+    reserve_fd_open(s);
+    if (s->fd_exhausted)
+        log_info("accepting connections again (%llu refused for want of fds so far)",
+                 (unsigned long long)s->accept_exhausted);
+    s->fd_exhausted = 0;
+    s->accept_backoff_ms = 0;
+}
+
 static void on_listen_event(uv_poll_t *w, int status, int events)
 {
     struct server *s = w->data;
@@ -524,6 +588,10 @@ static void on_listen_event(uv_poll_t *w, int status, int events)
     for (int i = 0; i < 64; i++) {
         int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE) {
+                on_fds_exhausted(s, errno);
+                return;
+            }
             if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
                 log_warn("accept: %s", strerror(errno));
             return;
@@ -540,8 +608,22 @@ static void on_listen_event(uv_poll_t *w, int status, int events)
             refuse_connection(s, fd, ZKN_E_BUSY, "too many connections");
             continue;
         }
+        int pidfd = peer_pidfd(fd, cred.pid);
+        if (pidfd == -EMFILE || pidfd == -ENFILE) {
+            refuse_connection(s, fd, ZKN_E_BUSY, "daemon out of file descriptors");
+            s->accept_exhausted++;
+            on_fds_exhausted(s, -pidfd);
+            return;
+        }
+        if (pidfd == -ESRCH) { /* gone before we looked */
+            close(fd);
+            continue;
+        }
+        accept_recovered(s);
         struct conn *c = calloc(1, sizeof *c);
-        struct proc *p = c ? proc_attach(s, cred.pid, cred.uid, cred.gid) : NULL;
+        struct proc *p = c ? proc_attach(s, &cred, pidfd) : NULL;
+        if (!c && pidfd >= 0)
+            close(pidfd);
         if (!p || uv_poll_init(s->loop, &c->watch, fd) != 0) {
             if (p)
                 proc_detach(p);
@@ -564,114 +646,19 @@ static void on_listen_event(uv_poll_t *w, int status, int events)
     }
 }
 
-/* ---- listening socket ---- */
-
-static int live_daemon_at(const char *path)
-{
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0), live;
-    if (fd < 0)
-        return 0;
-    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
-    live = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return live;
-}
-
-static int make_parent_dir(const char *path)
-{
-    char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash || slash == dir)
-        return 0;
-    *slash = '\0';
-    struct stat st;
-    if (stat(dir, &st) == 0)
-        return S_ISDIR(st.st_mode) ? 0 : -1;
-    /* One level, as systemd's RuntimeDirectory would: parents must exist. */
-    return mkdir(dir, geteuid() == 0 ? 0755 : 0700) == 0 || errno == EEXIST ? 0 : -1;
-}
-
-static void apply_socket_owner(const struct server *s)
-{
-    const struct config *cfg = s->cfg;
-    const char *group = cfg->socket_group[0] ? cfg->socket_group : "zknalloc";
-    struct group *g = getgrnam(group);
-    int mode = cfg->socket_mode;
-    if (g) {
-        if (chown(cfg->socket_path, (uid_t)-1, g->gr_gid) < 0)
-            log_warn("chown %s to group %s: %s", cfg->socket_path, group, strerror(errno));
-    } else if (cfg->socket_group[0]) {
-        log_warn("--socket-group %s: no such group; socket keeps its group", group);
-    }
-    if (mode < 0)
-        mode = geteuid() == 0 ? 0660 : 0600;
-    if (chmod(cfg->socket_path, (mode_t)mode) < 0)
-        log_warn("chmod %s: %s", cfg->socket_path, strerror(errno));
-    log_info("socket %s mode %04o%s%s", cfg->socket_path, mode, g ? " group " : "",
-             g ? group : "");
-}
-
-int server_listen(struct server *s, int inherited_fd)
-{
-    const char *path = s->cfg->socket_path;
-    if (inherited_fd >= 0) {
-        int type = 0;
-        socklen_t tl = sizeof type;
-        if (getsockopt(inherited_fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 ||
-            type != SOCK_SEQPACKET) {
-            log_error("the socket passed by the service manager is not SOCK_SEQPACKET "
-                      "(use ListenSequentialPacket=)");
-            return -1;
-        }
-        s->listen_fd = inherited_fd;
-        fcntl(inherited_fd, F_SETFL, fcntl(inherited_fd, F_GETFL) | O_NONBLOCK);
-        return 0;
-    }
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
-    if (live_daemon_at(path)) {
-        log_error("another zknallocd is already serving %s; stop it first or pick another "
-                  "--socket",
-                  path);
-        return -1;
-    }
-    if (make_parent_dir(path) < 0) {
-        log_error("cannot create the directory of %s: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (lstat(path, &st) == 0) {
-        if (!S_ISSOCK(st.st_mode)) {
-            log_error("%s exists and is not a socket; refusing to replace it", path);
-            return -1;
-        }
-        log_info("replacing stale socket %s", path);
-        unlink(path);
-    }
-    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        log_error("socket: %s", strerror(errno));
-        return -1;
-    }
-    /* Nobody may connect before the mode is right. */
-    mode_t old = umask(0177);
-    int rc = bind(fd, (struct sockaddr *)&a, sizeof a);
-    umask(old);
-    if (rc < 0 || listen(fd, 128) < 0) {
-        log_error("bind/listen %s: %s", path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    s->listen_fd = fd;
-    s->own_socket_file = 1;
-    apply_socket_owner(s);
-    return 0;
-}
+/* ---- serving (socket setup and ownership: listen.c) ---- */
 
 int server_start(struct server *s)
 {
+    s->reserve_fd = -1;
+    reserve_fd_open(s);
+    if (s->reserve_fd < 0)
+        log_warn("open /dev/null: %s; out of fds, newcomers will wait unanswered",
+                 strerror(errno));
+    if (uv_timer_init(s->loop, &s->accept_timer) == 0) {
+        s->accept_timer.data = s;
+        s->accept_timer_open = 1;
+    }
     if (uv_poll_init(s->loop, &s->listen_watch, s->listen_fd) != 0)
         return -1;
     s->listen_watch.data = s;
@@ -689,6 +676,13 @@ void server_stop(struct server *s)
         uv_close((uv_handle_t *)&s->listen_watch, NULL);
         s->listen_open = 0;
     }
+    if (s->accept_timer_open) {
+        uv_close((uv_handle_t *)&s->accept_timer, NULL);
+        s->accept_timer_open = 0;
+    }
+    if (s->reserve_fd >= 0)
+        close(s->reserve_fd);
+    s->reserve_fd = -1;
     if (s->own_socket_file)
         unlink(s->cfg->socket_path);
     close(s->listen_fd);

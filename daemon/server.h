@@ -3,6 +3,7 @@
 #define ZKND_SERVER_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <uv.h>
 
@@ -17,12 +18,19 @@
 struct outmsg;
 struct server;
 
-/* A client process: owns leases across its connections, watched by a pidfd. */
+/* A client process: owns leases across its connections, watched by a pidfd.
+ * Identified by its pidfd's inode where pidfs gives one (the pid reads as 0
+ * across pid namespaces), else by pid. Without any pidfd its liveness cannot
+ * be known: it gets a record of its own and its leases are forgotten, never
+ * reused, when they come back. */
 struct proc {
-    pid_t pid;
+    pid_t pid;            /* as SO_PEERCRED says: 0 from another pid namespace */
     uid_t uid;
     gid_t gid;
-    int pidfd;            /* -1 where pidfd_open is unavailable */
+    int pidfd;            /* -1: liveness unknown */
+    dev_t pidfs_dev;      /* identity when has_ino */
+    ino_t pidfs_ino;
+    int has_ino;
     uv_poll_t pid_watch;
     int watch_open;       /* pid_watch initialised and not yet closed */
     int dead;
@@ -59,12 +67,16 @@ struct server {
     uint64_t accepted;
     uint64_t start_ms;
     int stopping;
+    /* Out of fds: a spare fd lets us accept and refuse a newcomer, then the
+     * listener rests for accept_backoff_ms instead of spinning. */
+    int reserve_fd;
+    uv_timer_t accept_timer;
+    int accept_timer_open;
+    uint64_t accept_backoff_ms;
+    int fd_exhausted;          /* an episode is on: logged once */
+    uint64_t accept_exhausted; /* connections refused for want of fds */
 };
 
-/* Binds cfg->socket_path, or adopts listen_fd >= 0 (socket activation).
- * Refuses (-1, reported) when a live daemon already answers on the path;
- * replaces a stale socket file. */
-int server_listen(struct server *s, int inherited_fd);
 int server_start(struct server *s);
 /* Closes every connection and the listener; leases die with their regions. */
 void server_stop(struct server *s);
@@ -73,14 +85,23 @@ void server_stop(struct server *s);
 void conn_close(struct conn *c);
 
 /* clients.c: processes and their leases */
-struct proc *proc_attach(struct server *s, pid_t pid, uid_t uid, gid_t gid);
+/* Finds or makes the record of the peer; takes pidfd (may be -1). NULL when
+ * the process is already gone or out of memory. */
+struct proc *proc_attach(struct server *s, const struct ucred *cred, int pidfd);
+/* The peer's pidfd from the socket (SO_PEERPIDFD), else pidfd_open(pid):
+ * >= 0, or -errno (EMFILE/ENFILE: out of fds). */
+int peer_pidfd(int sock, pid_t pid);
 void proc_detach(struct proc *p); /* a connection of p closed */
 void proc_add_lease(struct proc *p, struct region *r);
 void proc_drop_lease(struct proc *p, struct region *r);
-void proc_reclaim_all(struct proc *p);
+/* A lease ends (RETURN): pooled, or forgotten when p's liveness is unknown. */
+void proc_release_lease(struct proc *p, struct region *r);
+/* At shutdown: leases of live processes stay theirs (the daemon only drops
+ * its own mapping and fd); those of exited ones come back to the pool. */
 void procs_shutdown(struct server *s);
 
-/* stats.c: the STATS reply; malloc'd JSON text, NULL on failure. */
-char *stats_json(const struct server *s, size_t max_len);
+/* stats.c: the STATS reply; malloc'd JSON text, NULL on failure. Per-client
+ * details are those of the asking uid only, unless it is root or ours. */
+char *stats_json(const struct server *s, size_t max_len, uid_t asker);
 
 #endif

@@ -69,13 +69,16 @@ static json_t *classes_json(const struct pool *p)
     return a;
 }
 
-static json_t *clients_json(const struct server *s, int limit, int *omitted)
+/* Who holds what is private to each uid: root and the daemon's own uid see
+ * every client, others only their own processes. */
+static json_t *clients_json(const struct server *s, uid_t asker, int limit, int *omitted)
 {
     json_t *a = json_array();
     int n = 0;
+    int all = asker == 0 || asker == geteuid();
     *omitted = 0;
     for (const struct proc *p = s->procs; p; p = p->next) {
-        if (p->dead)
+        if (p->dead || (!all && p->uid != asker))
             continue;
         if (n++ >= limit) {
             (*omitted)++;
@@ -90,7 +93,7 @@ static json_t *clients_json(const struct server *s, int limit, int *omitted)
     return a;
 }
 
-char *stats_json(const struct server *s, size_t max_len)
+char *stats_json(const struct server *s, size_t max_len, uid_t asker)
 {
     const struct pool *p = s->pool;
     const struct config *cfg = s->cfg;
@@ -126,13 +129,15 @@ char *stats_json(const struct server *s, size_t max_len)
         pool_lend_json(json_object_get(root, "pool"), p);
         json_object_set_new(
             root, "totals",
-            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "created",
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "created",
                       (json_int_t)p->created, "destroyed", (json_int_t)p->destroyed, "zeroed",
                       (json_int_t)p->zeroed, "lends", (json_int_t)p->lends, "returns",
                       (json_int_t)p->returns, "reclaimed", (json_int_t)p->reclaimed,
                       "trimmed_bytes", (json_int_t)p->trimmed_bytes, "decayed_bytes",
                       (json_int_t)p->decayed, "connections", (json_int_t)s->accepted, "restored",
-                      (json_int_t)p->restored, "saved", (json_int_t)p->saved));
+                      (json_int_t)p->restored, "saved", (json_int_t)p->saved, "forgotten",
+                      (json_int_t)p->forgotten, "accept_exhausted",
+                      (json_int_t)s->accept_exhausted));
         json_object_set_new(root, "refusals", refusals_json(p));
         json_object_set_new(root, "pressure",
                             json_pack("{s:s, s:I, s:I, s:I}", "source",
@@ -141,7 +146,7 @@ char *stats_json(const struct server *s, size_t max_len)
                                       (json_int_t)p->pressure_trimmed_bytes, "low_watermark",
                                       (json_int_t)cfg->low_watermark));
         json_object_set_new(root, "classes", classes_json(p));
-        json_object_set_new(root, "clients", clients_json(s, limit, &omitted));
+        json_object_set_new(root, "clients", clients_json(s, asker, limit, &omitted));
         json_object_set_new(root, "clients_omitted", json_integer(omitted));
         char *text = json_dumps(root, JSON_COMPACT);
         json_decref(root);
