@@ -312,3 +312,19 @@ double zkn_test_now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
+
+int zkn_test_daemon_wait_clean(const char *sock, uint64_t clean_bytes, int timeout_ms)
+{
+    for (double end = zkn_test_now_ms() + timeout_ms; zkn_test_now_ms() < end;) {
+        char *json = zkn_test_stats_json(sock);
+        const char *v = json ? strstr(json, "\"clean_bytes\":") : NULL;
+        uint64_t clean = v ? strtoull(v + strlen("\"clean_bytes\":"), NULL, 10) : 0;
+        free(json);
+        if (v && clean >= clean_bytes)
+            return 0;
+        zkn_test_sleep_ms(20);
+    }
+    fprintf(stderr, "harness: %s never held %llu clean bytes\n", sock,
+            (unsigned long long)clean_bytes);
+    return -1;
+}

@@ -23,6 +23,10 @@ int zkn_test_daemon_start(struct zkn_test_daemon *d, const char *const *extra_ar
 /* Same, on a given socket path (the directory must exist). */
 int zkn_test_daemon_start_at(struct zkn_test_daemon *d, const char *sock,
                              const char *const *extra_args);
+/* Waits until the daemon's pool holds at least clean_bytes of clean regions
+ * (a --prewarm finished): LEND answers not_warm until then. 0, or -1 after
+ * timeout_ms. */
+int zkn_test_daemon_wait_clean(const char *sock, uint64_t clean_bytes, int timeout_ms);
 /* SIGTERM, wait; returns the daemon's exit status (as from waitpid) or -1. */
 int zkn_test_daemon_stop(struct zkn_test_daemon *d);
 /* SIGKILL, wait. */

@@ -427,7 +427,9 @@ END_TEST
 START_TEST(test_block_from_library)
 {
     struct zkn_test_daemon d;
-    ck_assert_int_eq(zkn_test_daemon_start(&d, NULL), 0);
+    static const char *const warm[] = {"--prewarm", "16M=1", NULL};
+    ck_assert_int_eq(zkn_test_daemon_start(&d, warm), 0);
+    ck_assert_int_eq(zkn_test_daemon_wait_clean(d.sock, 16 * MiB, 10000), 0);
     struct zkn_stats before, during, after;
     zkn_stats(&before);
     zkn_arena *a = zkn_arena_create(16 * MiB);

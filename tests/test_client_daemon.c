@@ -22,6 +22,21 @@
 
 static struct zkn_test_daemon daemon_;
 
+/* The classes these tests take from the daemon, made ready before each test:
+ * a daemon with nothing ready answers not_warm and the client then uses
+ * private memory (classes under 2 MiB are made on demand). */
+static const char *const WARM[] = {"--prewarm", "4M=12", "--prewarm", "6M=2", "--prewarm",
+                                   "8M=2",      "--prewarm", "16M=4", NULL};
+#define WARM_BYTES ((12 * 4 + 2 * 6 + 2 * 8 + 4 * 16) * MiB)
+
+static void start_warm_at(const char *path)
+{
+    int rc = path ? zkn_test_daemon_start_at(&daemon_, path, WARM)
+                  : zkn_test_daemon_start(&daemon_, WARM);
+    ck_assert_msg(rc == 0, "cannot start zknallocd (%s)", zkn_test_build_path("zknallocd"));
+    ck_assert_int_eq(zkn_test_daemon_wait_clean(daemon_.sock, WARM_BYTES, 10000), 0);
+}
+
 static void fill(void *p, size_t n, uint64_t seed)
 {
     uint64_t *w = p;
@@ -70,8 +85,7 @@ static void kill_daemon_at_exit(void)
 
 static void start_daemon(void)
 {
-    ck_assert_msg(zkn_test_daemon_start(&daemon_, NULL) == 0, "cannot start zknallocd (%s)",
-                  zkn_test_build_path("zknallocd"));
+    start_warm_at(NULL);
     atexit(kill_daemon_at_exit);
 }
 
@@ -184,14 +198,26 @@ static void fork_check(size_t n)
     ck_assert_int_eq(write(to_child[1], "x", 1), 1);
     ck_assert_int_eq(read(to_parent[0], &b, 1), 1);
     ck_assert_msg(all_byte(p, n, 'P'), "the child's writes reached the parent");
-    unsigned char *again = zkn_malloc(n); /* the parent's cached region is intact */
-    ck_assert_ptr_eq(again, cached);
-    ck_assert(all_byte(again, n, 'K'));
+    /* The parent's cached region is intact (a LEND batch may have cached
+     * others beside it). */
+    unsigned char *again[4];
+    int found = 0;
+    for (int i = 0; i < 4 && !found; i++) {
+        again[i] = zkn_malloc(n);
+        found = again[i] == cached;
+        if (found)
+            ck_assert(all_byte(again[i], n, 'K'));
+        for (int k = 0; found && k < i; k++)
+            zkn_free(again[k]);
+        if (found)
+            again[0] = again[i];
+    }
+    ck_assert_msg(found, "the parent's cached region is gone");
     int st;
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child saw the parent's writes");
     zkn_free(p);
-    zkn_free(again);
+    zkn_free(again[0]);
     close(to_child[0]);
     close(to_child[1]);
     close(to_parent[0]);
@@ -297,7 +323,7 @@ START_TEST(daemon_killed_mid_run_then_replaced)
     /* A new daemon on the same path: the library reconnects after backoff. */
     char path[sizeof daemon_.sock];
     memcpy(path, daemon_.sock, sizeof path); /* start_at writes daemon_.sock */
-    ck_assert_int_eq(zkn_test_daemon_start_at(&daemon_, path, NULL), 0);
+    start_warm_at(path);
     int connected = 0;
     for (int tries = 0; tries < 40 && !connected; tries++) {
         void *r = zkn_malloc(3 * MiB);
@@ -332,7 +358,7 @@ START_TEST(old_daemon_regions_are_not_returned_to_a_new_one)
     memcpy(path, daemon_.sock, sizeof path);
     zkn_test_daemon_kill(&daemon_);
     ck_assert_ptr_nonnull(zkn_malloc(5 * MiB)); /* notices, falls back (leaks: fine) */
-    ck_assert_int_eq(zkn_test_daemon_start_at(&daemon_, path, NULL), 0);
+    start_warm_at(path);
     int connected = 0;
     for (int tries = 0; tries < 40 && !connected; tries++) {
         void *r = zkn_malloc(7 * MiB + (size_t)tries * 2 * MiB); /* a new class each time */
@@ -481,8 +507,9 @@ START_TEST(refusals_fall_back_quietly)
      * memory, with the daemon still connected. */
     zkn_test_daemon_stop(&daemon_);
     zkn_test_daemon_cleanup(&daemon_);
-    static const char *const args[] = {"--client-cap-bytes", "8M", NULL};
+    static const char *const args[] = {"--client-cap-bytes", "8M", "--prewarm", "4M=4", NULL};
     ck_assert_int_eq(zkn_test_daemon_start(&daemon_, args), 0);
+    ck_assert_int_eq(zkn_test_daemon_wait_clean(daemon_.sock, 16 * MiB, 10000), 0);
     void *p[5];
     for (int i = 0; i < 5; i++) {
         p[i] = zkn_malloc(4 * MiB);
@@ -503,8 +530,8 @@ END_TEST
 START_TEST(soften_gives_daemon_regions_back)
 {
     void *p = zkn_malloc(6 * MiB);
-    void *q = zkn_malloc(10 * MiB);
-    ck_assert_uint_eq(stats().bytes_leased, 16 * MiB);
+    void *q = zkn_malloc(16 * MiB);
+    ck_assert_uint_eq(stats().bytes_leased, 22 * MiB);
     zkn_free(p);
     zkn_free(q);
     zkn_soften_cache();
@@ -576,7 +603,7 @@ START_TEST(one_log_line_at_most)
         ck_assert_ptr_nonnull(q);
         zkn_free(p);
         zkn_free(q);
-        ck_assert_int_eq(zkn_test_daemon_start_at(&daemon_, path, NULL), 0);
+        start_warm_at(path);
         ck_assert(reconnect());
     }
     dup2(saved, 2);
