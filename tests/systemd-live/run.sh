@@ -237,8 +237,8 @@ t1() {
     [ "$(show ActiveState)" = inactive ] && ! in_ns pgrep -x zknallocd >/dev/null ||
         { fail "$n: zknallocd runs before any client connected (service $(show ActiveState))"; return; }
     mode=$(in_ns stat -c '%A %U %G' "$SYSSOCK" 2>&1)
-    [ "$mode" = "srw-rw---- root zknalloc" ] ||
-        { fail "$n: $SYSSOCK is '$mode', expected 'srw-rw---- root zknalloc'"; return; }
+    [ "$mode" = "srw-rw---- zknalloc zknalloc" ] ||
+        { fail "$n: $SYSSOCK is '$mode', expected 'srw-rw---- zknalloc zknalloc' (docs/systemd.md)"; return; }
     out=$(in_ns zknallocctl ping 2>&1) ||
         { fail "$n: first client connection failed: $out" "$(journal_tail zknallocd.service)"; return; }
     pid=$(show MainPID)
