@@ -91,11 +91,12 @@ def make_variants(build, peers_only):
 # ------------------------------------------------------------------- daemon
 
 MAGIC = 0x314E4B5A
+PROTO_VERSION = 2  # proto/zkn_proto.h ZKN_PROTO_VERSION (version 1 is no longer spoken)
 T_HELLO, T_HELLO_OK, T_STATS, T_STATS_REPLY, T_ERROR, T_PING, T_PONG = 1, 2, 7, 8, 9, 12, 13
 
 
 def _frame(mtype, payload=b"", req=1):
-    return struct.pack("<IHHII", MAGIC, 1, mtype, len(payload), req) + payload
+    return struct.pack("<IHHII", MAGIC, PROTO_VERSION, mtype, len(payload), req) + payload
 
 
 def _connect(path, timeout=2.0):
@@ -119,7 +120,7 @@ def daemon_stats(path):
     """The daemon's STATS reply as a dict, or None."""
     try:
         with _connect(path) as s:
-            s.send(_frame(T_HELLO, struct.pack("<HHI", 1, 1, 0)))
+            s.send(_frame(T_HELLO, struct.pack("<HHI", PROTO_VERSION, PROTO_VERSION, 0)))
             r = s.recv(65536)
             if struct.unpack("<IHHII", r[:16])[2] != T_HELLO_OK:
                 return None
