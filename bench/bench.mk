@@ -12,7 +12,7 @@
 # LD_PRELOAD by bench/run.py, one process per run.
 
 BENCH_DIR = $(B)/bench
-BENCH_PROGS = zk_patterns contention coldstart prover small lend_rtt
+BENCH_PROGS = zk_patterns contention coldstart prover small lend_rtt fork
 BENCH_BINS = $(addprefix $(BENCH_DIR)/,$(BENCH_PROGS))
 # -fno-builtin-*: the compiler must not fold or drop the allocations under test.
 BENCH_CFLAGS = -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -g -pthread \
@@ -32,6 +32,9 @@ $(BENCH_DIR)/%: bench/%.c $(BENCH_COMMON)
 $(BENCH_DIR)/lend_rtt: bench/lend_rtt.c $(BENCH_COMMON) $(PROTO_SRC) $(wildcard proto/*.h)
 	@mkdir -p $(BENCH_DIR)
 	$(CC) $(BENCH_CFLAGS) -o $@ $< bench/bench_common.c $(PROTO_SRC) -ldl -lm
+
+# fork reads libzknalloc's zkn_stats layout (found with dlsym, only when preloaded).
+$(BENCH_DIR)/fork: client/include/zknalloc.h
 
 # Peer allocators and gnuplot: installed when missing and run as root, else the
 # command is printed and the missing ones are skipped.
