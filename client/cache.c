@@ -252,6 +252,11 @@ static int make_room(int c, uint64_t size)
 void zkn__cache_put(int c, uint32_t idx)
 {
     uint64_t size = zkn__win.cls[c].size;
+    /* Kept, it would pin the file's pages beside our copies (see fork.c). */
+    if (zkn__win.cls[c].slots[idx].flags & SLOT_F_FORKED) {
+        zkn__region_release(c, idx);
+        return;
+    }
     if (!reserve(size) && !make_room(c, size)) {
         zkn__region_release(c, idx);
         zkn__daemon_flush_returns(0);

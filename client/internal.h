@@ -41,6 +41,8 @@ enum zkn__slot_state {
 
 #define SLOT_F_DAEMON 1u /* MAP_SHARED memfd from the daemon (id valid) */
 #define SLOT_F_CLEAN 2u  /* known to be all zero (never handed out since mapped) */
+#define SLOT_F_FORKED 4u /* a daemon region made private at a fork: the memfd's
+                            pages stay beside our copies while it is mapped */
 
 struct zkn__slot {
     _Atomic uint8_t state;

@@ -188,6 +188,7 @@ int zkn__region_make_private(int c, uint32_t idx)
              MAP_PRIVATE | MAP_FIXED, s->fd, 0) == MAP_FAILED)
         return -1;
     leave_daemon(c, s);
+    s->flags |= SLOT_F_FORKED;
     return 0;
 }
 

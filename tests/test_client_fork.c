@@ -141,7 +141,13 @@ START_TEST(a_region_a_child_may_map_is_never_reused)
         zkn_test_sleep_ms(400); /* while the parent frees it and takes new regions */
         _exit(zkn_test_check_fill(p, n, 1) ? 0 : 1);
     }
+    struct zkn_stats before, after;
+    zkn_stats(&before);
     zkn_free(p);
+    zkn_stats(&after);
+    /* Made private at the fork, it is unmapped when freed, never cached: the
+     * file's pages would stay beside ours for as long as it is mapped. */
+    ck_assert_uint_eq(after.bytes_cached, before.bytes_cached);
     zkn_release_cache();
     void *q[6];
     for (int i = 0; i < 6; i++) {
