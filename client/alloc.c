@@ -61,7 +61,7 @@ static uint32_t map_lent(int c, const struct zkn__lent *got, int n, uint32_t gen
     for (int i = 0; i < n; i++) {
         uint32_t idx = zkn__region_map_fd(c, got[i].fd, got[i].id, got[i].clean, gen);
         if (idx == UINT32_MAX) {
-            zkn__daemon_queue_return(got[i].id, gen); /* never mapped: straight back */
+            zkn__queue_push(ZKN__OWED_RETURN, got[i].id, gen); /* never mapped: straight back */
             unmapped = 1;
         } else if (first == UINT32_MAX) {
             first = idx;

@@ -42,7 +42,6 @@
 #define QUIET_MAX_NS 2000000000ull
 #define REFUSAL_HOLDOFF_NS 200000000ull /* after client_cap/nomem/busy */
 #define NOT_WARM_HOLDOFF_NS 20000000ull /* the daemon prepares the class meanwhile */
-#define QUEUE_MAX 4096
 
 static pthread_mutex_t dlock = PTHREAD_MUTEX_INITIALIZER;
 static int sock = -1;
@@ -56,7 +55,7 @@ static uint32_t outstanding;          /* RETURN replies not read yet */
 static _Atomic uint64_t quiet_until;  /* no connect or LEND before this */
 static uint64_t quiet_ns = QUIET_MIN_NS;
 static uint64_t class_holdoff[ZKN_CLASS_COUNT]; /* no LEND of the class before this */
-static uint64_t last_instance[2];     /* who answered last time: see instance_of() */
+static uint64_t last_instance[2];     /* who answered last time: zkn__daemon_instance() */
 static int ever_connected;
 static uint32_t gen_counter;
 static _Atomic uint32_t live_gen;     /* the instance whose ids we RETURN */
@@ -72,16 +71,6 @@ static size_t mb_len, mb_nfds;
 static char mb_buf[sizeof(struct zkn_hdr) + sizeof(struct zkn_regions) +
                    ZKN_MAX_REGIONS_PER_REPLY * sizeof(struct zkn_region_desc)];
 static int mb_fds[ZKN_MAX_REGIONS_PER_REPLY];
-
-/* Ids to hand back: RETURN (unmapped) and RETURN FORGET (a fork child may
- * map them), both of generation q_gen. */
-static pthread_mutex_t qlock = PTHREAD_MUTEX_INITIALIZER;
-struct idqueue {
-    uint64_t ids[QUEUE_MAX];
-    _Atomic uint32_t n;
-    uint32_t gen;
-};
-static struct idqueue returns, forgets;
 
 int zkn__daemon_connected(void)
 {
@@ -143,52 +132,6 @@ static int send_frame(uint16_t type, const void *payload, size_t len, uint32_t *
     return n == (ssize_t)(sizeof(struct zkn_hdr) + len) ? 0 : -1;
 }
 
-/* The identity of the daemon process at the other end: its pid as we see it
- * (SO_PEERCRED) and its start time from /proc, so a restarted daemon that got
- * the same pid (pid 1 in a container, say) is still a new instance whose ids
- * must never receive our old RETURNs. Without /proc, the socket file's inode
- * stands in (a restarted daemon binds a new one). */
-static void instance_of(int s, const char *path, uint64_t out[2])
-{
-    struct ucred cr;
-    socklen_t len = sizeof cr;
-    out[0] = out[1] = 0;
-    if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 && cr.pid > 0) {
-        char name[40], buf[512];
-        out[0] = (uint64_t)cr.pid;
-        /* "/proc/%d/stat" by hand: no stdio in here. */
-        char digits[24], *d = zkn__fmt_u64(digits, (uint64_t)cr.pid);
-        size_t n = 0;
-        for (const char *q = "/proc/"; *q; q++)
-            name[n++] = *q;
-        while (*d)
-            name[n++] = *d++;
-        for (const char *q = "/stat"; *q; q++)
-            name[n++] = *q;
-        name[n] = '\0';
-        int fd = open(name, O_RDONLY | O_CLOEXEC);
-        ssize_t r = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
-        if (fd >= 0)
-            close(fd);
-        if (r > 0) {
-            buf[r] = '\0';
-            char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-            /* After ") ": state is field 3, starttime field 22. */
-            for (int field = 2; p && *p && field < 22; field++)
-                p = strchr(p + 1, ' ');
-            if (p && *p) {
-                uint64_t v = 0;
-                for (p++; *p >= '0' && *p <= '9'; p++)
-                    v = v * 10 + (uint64_t)(*p - '0');
-                out[1] = v;
-            }
-        }
-    }
-    struct stat st;
-    if (out[1] == 0 && stat(path, &st) == 0)
-        out[1] = ((uint64_t)st.st_dev << 32) ^ (uint64_t)st.st_ino;
-}
-
 static void hello_done_locked(const char *buf, ssize_t n)
 {
     struct zkn_hdr hdr;
@@ -214,7 +157,7 @@ static void hello_done_locked(const char *buf, ssize_t n)
     hello = ok;
     atomic_store(&backing, ok.backing);
     uint64_t inst[2];
-    instance_of(sock, link_path, inst);
+    zkn__daemon_instance(sock, link_path, inst);
     if (!ever_connected || inst[0] != last_instance[0] || inst[1] != last_instance[1]) {
         /* A new instance: what the old one lent is ours to unmap, not to return. */
         if (++gen_counter == 0)
@@ -243,7 +186,7 @@ static void give_back_late(const char *buf, ssize_t n)
         if (off + sizeof d > (size_t)n)
             break;
         memcpy(&d, buf + off, sizeof d);
-        zkn__daemon_queue_return(d.id, atomic_load(&live_gen));
+        zkn__queue_push(ZKN__OWED_RETURN, d.id, atomic_load(&live_gen));
     }
 }
 
@@ -388,66 +331,39 @@ static int connect_locked(void)
     return atomic_load(&connected) ? 0 : -1;
 }
 
-static void send_queue_locked(struct idqueue *q, uint32_t flags)
+static void send_queue_locked(enum zkn__owed kind)
 {
-    while (atomic_load(&q->n) && sock >= 0 && atomic_load(&connected)) {
+    uint32_t flags = kind == ZKN__OWED_FORGET ? ZKN_RETURN_FORGET : 0;
+    while (sock >= 0 && atomic_load(&connected) && zkn__queue_pending(kind)) {
         char payload[sizeof(struct zkn_return) + ZKN_MAX_RETURN_IDS * 8];
+        uint64_t ids[ZKN_MAX_RETURN_IDS];
         struct zkn_return r = {.flags = flags};
-        pthread_mutex_lock(&qlock);
-        uint32_t n = atomic_load(&q->n);
-        if (q->gen != atomic_load(&live_gen))
-            n = 0; /* ids of an instance that is gone */
-        r.count = n > ZKN_MAX_RETURN_IDS ? ZKN_MAX_RETURN_IDS : n;
-        memcpy(payload + sizeof r, &q->ids[n - r.count], r.count * 8u);
-        atomic_store(&q->n, n - r.count);
-        pthread_mutex_unlock(&qlock);
+        r.count = zkn__queue_take(kind, atomic_load(&live_gen), ids, ZKN_MAX_RETURN_IDS);
         if (r.count == 0)
             return;
         memcpy(payload, &r, sizeof r);
+        memcpy(payload + sizeof r, ids, r.count * 8u);
         uint32_t rid;
         if (send_frame(ZKN_MSG_RETURN, payload, sizeof r + r.count * 8u, &rid) != 0) {
             /* Returns are lost and come back when we exit; forgets must not
              * be lost (the daemon would reuse what a child maps): keep them. */
-            if (flags & ZKN_RETURN_FORGET) {
-                pthread_mutex_lock(&qlock);
-                atomic_fetch_add(&q->n, r.count);
-                pthread_mutex_unlock(&qlock);
-            }
+            for (uint32_t i = 0; flags && i < r.count; i++)
+                zkn__queue_push(kind, ids[i], atomic_load(&live_gen));
             disconnect_locked();
             return;
         }
         outstanding++;
-        if (!(flags & ZKN_RETURN_FORGET))
+        if (!flags)
             atomic_fetch_add(&zkn__ctr.returns, r.count);
     }
 }
 
 static void send_queues_locked(void)
 {
-    send_queue_locked(&forgets, ZKN_RETURN_FORGET);
-    send_queue_locked(&returns, 0);
+    send_queue_locked(ZKN__OWED_FORGET);
+    send_queue_locked(ZKN__OWED_RETURN);
 }
 
-static void queue_push(struct idqueue *q, uint64_t id, uint32_t gen)
-{
-    pthread_mutex_lock(&qlock);
-    uint32_t n = atomic_load(&q->n);
-    if (n && q->gen != gen)
-        n = 0;
-    q->gen = gen;
-    if (n < QUEUE_MAX)
-        q->ids[n++] = id;
-    else if (q == &forgets) /* the lease would come back at our exit: say so */
-        zkn__log_once("zknalloc: too many regions to forget after fork; some may be reused "
-                     "by the daemon once this process exits\n");
-    atomic_store(&q->n, n);
-    pthread_mutex_unlock(&qlock);
-}
-
-void zkn__daemon_queue_return(uint64_t id, uint32_t gen)
-{
-    queue_push(&returns, id, gen);
-}
 
 static void reset_locked(void);
 
@@ -469,8 +385,7 @@ int zkn__daemon_pid_changed(void)
 
 void zkn__daemon_flush_returns(int wait_for_lock)
 {
-    if (!atomic_load_explicit(&returns.n, memory_order_relaxed) &&
-        !atomic_load_explicit(&forgets.n, memory_order_relaxed) &&
+    if (!zkn__queue_pending(ZKN__OWED_RETURN) && !zkn__queue_pending(ZKN__OWED_FORGET) &&
         !atomic_load_explicit(&lend_abandoned, memory_order_relaxed))
         return; /* nothing to send, no late reply to read */
     if (!zkn__daemon_connected())
@@ -606,35 +521,24 @@ void zkn__daemon_lock(void)
     pthread_mutex_lock(&dlock);
 }
 
-void zkn__daemon_forget(uint64_t id, uint32_t gen)
-{
-    queue_push(&forgets, id, gen);
-}
-
 void zkn__daemon_send_forgets_locked(void)
 {
     /* Before the fork happens, so that a parent killed right after it cannot
      * leave the daemon reusing what the child maps. Never waits; unsent ids
      * stay queued for the next connection to the same daemon. */
     if (sock >= 0 && owner_pid == getpid() && atomic_load(&connected))
-        send_queue_locked(&forgets, ZKN_RETURN_FORGET);
+        send_queue_locked(ZKN__OWED_FORGET);
 }
 
-void zkn__daemon_lock_queue(void)
+void zkn__daemon_unlock(void)
 {
-    pthread_mutex_lock(&qlock);
-}
-
-void zkn__daemon_unlock_all(void)
-{
-    pthread_mutex_unlock(&qlock);
     pthread_mutex_unlock(&dlock);
 }
 
 void zkn__daemon_atfork_child(void)
 {
     pthread_mutex_init(&dlock, NULL);
-    pthread_mutex_init(&qlock, NULL);
+    zkn__queue_child_reset();
     reset_locked();
 }
 
@@ -652,8 +556,6 @@ static void reset_locked(void)
     waiting = 0;
     mailbox_clear_locked();
     atomic_store(&connected, 0);
-    atomic_store(&returns.n, 0);
-    atomic_store(&forgets.n, 0);
     if (++gen_counter == 0)
         gen_counter = 1;
     atomic_store(&live_gen, gen_counter);

@@ -10,7 +10,9 @@
  *   - every received fd: a regular file on tmpfs/shmem or hugetlbfs of the
  *     announced size, sealed against shrinking and growing unless the daemon
  *     announced the tmpfs backing, whose files cannot be sealed.
- * Anything else: one log line, private memory, nothing shared. */
+ * Anything else: one log line, private memory, nothing shared.
+ * Also here: telling one daemon instance from the next, whose ids must never
+ * receive the earlier one's RETURNs. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -102,4 +104,50 @@ int zkn__trust_region_fd(int fd, uint64_t size, uint32_t backing)
     int seals = fcntl(fd, F_GET_SEALS);
     const int need = F_SEAL_SHRINK | F_SEAL_GROW;
     return seals >= 0 && (seals & need) == need ? 0 : -1;
+}
+
+/* The identity of the daemon process at the other end: its pid as we see it
+ * (SO_PEERCRED) and its start time from /proc, so a restarted daemon that got
+ * the same pid (pid 1 in a container, say) is still a new instance whose ids
+ * must never receive our old RETURNs. Without /proc, the socket file's inode
+ * stands in (a restarted daemon binds a new one). */
+void zkn__daemon_instance(int s, const char *path, uint64_t out[2])
+{
+    struct ucred cr;
+    socklen_t len = sizeof cr;
+    out[0] = out[1] = 0;
+    if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 && cr.pid > 0) {
+        char name[40], buf[512];
+        out[0] = (uint64_t)cr.pid;
+        /* "/proc/%d/stat" by hand: no stdio in here. */
+        char digits[24], *d = zkn__fmt_u64(digits, (uint64_t)cr.pid);
+        size_t n = 0;
+        for (const char *q = "/proc/"; *q; q++)
+            name[n++] = *q;
+        while (*d)
+            name[n++] = *d++;
+        for (const char *q = "/stat"; *q; q++)
+            name[n++] = *q;
+        name[n] = '\0';
+        int fd = open(name, O_RDONLY | O_CLOEXEC);
+        ssize_t r = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+        if (fd >= 0)
+            close(fd);
+        if (r > 0) {
+            buf[r] = '\0';
+            char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+            /* After ") ": state is field 3, starttime field 22. */
+            for (int field = 2; p && *p && field < 22; field++)
+                p = strchr(p + 1, ' ');
+            if (p && *p) {
+                uint64_t v = 0;
+                for (p++; *p >= '0' && *p <= '9'; p++)
+                    v = v * 10 + (uint64_t)(*p - '0');
+                out[1] = v;
+            }
+        }
+    }
+    struct stat st;
+    if (out[1] == 0 && stat(path, &st) == 0)
+        out[1] = ((uint64_t)st.st_dev << 32) ^ (uint64_t)st.st_ino;
 }

@@ -51,7 +51,7 @@ static void make_live_regions_forkable(void)
             /* On failure it stays shared and DONTFORK: the child's fix-up
              * then maps it privately from the inherited fd. */
             if (zkn__region_make_private(c, i) == 0 && zkn__daemon_gen_current(gen))
-                zkn__daemon_forget(id, gen);
+                zkn__queue_push(ZKN__OWED_FORGET, id, gen);
         }
     }
 }
@@ -64,13 +64,14 @@ static void prepare(void)
     zkn__daemon_send_forgets_locked();
     /* Every other lock too, so that none is inherited held. */
     pthread_mutex_lock(&zkn__glock);
-    zkn__daemon_lock_queue();
+    zkn__queue_lock();
 }
 
 static void parent(void)
 {
     pthread_mutex_unlock(&zkn__glock);
-    zkn__daemon_unlock_all();
+    zkn__queue_unlock();
+    zkn__daemon_unlock();
     pthread_rwlock_unlock(&zkn__fork_lock);
 }
 

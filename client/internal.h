@@ -7,6 +7,7 @@
  *   libc_shim.c          glibc's own allocator (libc_alloc.h)
  *   counters.c           the counters zkn_stats() reports
  *   daemon_trust.c       whom the client trusts: socket directory, peer, fds
+ *   daemon_queue.c       ids owed to the daemon (RETURN, FORGET)
  *   daemon_link.c        transport to zknallocd: HELLO, LEND, RETURN, FORGET
  *   window.c             the reserved address window, its slots and states
  *   region.c             what backs a slot: private memory or a daemon memfd
@@ -172,7 +173,7 @@ struct zkn__lent {
 int zkn__daemon_lend(int c, int count, int zeroed, struct zkn__lent *out, uint32_t *gen);
 /* True when id/gen belongs to the daemon instance we would RETURN to. */
 int zkn__daemon_gen_current(uint32_t gen);
-void zkn__daemon_queue_return(uint64_t id, uint32_t gen);
+
 /* Sends queued RETURNs if the link is free (never waits for the daemon). */
 void zkn__daemon_flush_returns(int wait_for_lock);
 int zkn__daemon_connected(void);
@@ -181,20 +182,30 @@ int zkn__daemon_pid_changed(void);
 /* Reads whatever the daemon sent (a late reply, EOF), never waiting. */
 void zkn__daemon_poll(void);
 uint32_t zkn__daemon_backing(void);
-/* fork: lock the link; queue a FORGET; send queued FORGETs (link locked);
- * lock the id queues; undo both locks; reset in the child. */
+/* fork: lock the link; send queued FORGETs (link locked); unlock; reset in
+ * the child (the id queues too). */
 void zkn__daemon_lock(void);
-void zkn__daemon_forget(uint64_t id, uint32_t gen);
 void zkn__daemon_send_forgets_locked(void);
-void zkn__daemon_lock_queue(void);
-void zkn__daemon_unlock_all(void);
+void zkn__daemon_unlock(void);
 void zkn__daemon_atfork_child(void);
+
+/* daemon_queue.c: ids owed to the daemon, per generation. */
+enum zkn__owed { ZKN__OWED_RETURN = 0, ZKN__OWED_FORGET = 1 };
+void zkn__queue_push(enum zkn__owed kind, uint64_t id, uint32_t gen);
+/* Up to max ids of generation gen into out (other generations' are dropped). */
+uint32_t zkn__queue_take(enum zkn__owed kind, uint32_t gen, uint64_t *out, uint32_t max);
+int zkn__queue_pending(enum zkn__owed kind);
+void zkn__queue_lock(void);
+void zkn__queue_unlock(void);
+void zkn__queue_child_reset(void);
 extern int zkn__populate_daemon; /* map warm daemon regions with MAP_POPULATE */
 
 /* daemon_trust.c: 0 when trusted, -1 when not (see the file). */
 int zkn__trust_socket_dir(const char *sock_path, uid_t *dir_owner);
 int zkn__trust_peer(int sock, uid_t dir_owner);
 int zkn__trust_region_fd(int fd, uint64_t size, uint32_t backing);
+/* Who serves sock: its pid and start time (else the socket file's inode). */
+void zkn__daemon_instance(int sock, const char *path, uint64_t out[2]);
 
 /* fork.c */
 /* Held for reading by every path that maps, hands out, frees or unmaps a

@@ -155,7 +155,7 @@ void zkn__region_release(int c, uint32_t idx)
         leave_daemon(c, s);
         /* A region of a daemon that has since gone is just memory of ours. */
         if (zkn__daemon_gen_current(s->gen))
-            zkn__daemon_queue_return(s->id, s->gen);
+            zkn__queue_push(ZKN__OWED_RETURN, s->id, s->gen);
     }
     zkn__slot_put(c, idx);
     errno = saved;
