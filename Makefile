@@ -109,8 +109,9 @@ $(B)/tests/zkn-live-holder: tests/systemd-live/holder.c
 
 # The drop-in malloc replacement cannot coexist with ASan's own malloc, so the
 # sanitized client exports only the zkn_* API (ZKN_NO_DROPIN).
+# Sanitized code runs several times slower: check's per-test timeouts scale.
 sanitize:
-	$(MAKE) B=build-san OPT='-O1 -g' EXTRA_CFLAGS='$(SAN_FLAGS)' EXTRA_LDFLAGS='$(SAN_FLAGS)' \
+	CK_TIMEOUT_MULTIPLIER=3 $(MAKE) B=build-san OPT='-O1 -g' EXTRA_CFLAGS='$(SAN_FLAGS)' EXTRA_LDFLAGS='$(SAN_FLAGS)' \
 		CLIENT_CFLAGS=-DZKN_NO_DROPIN test
 
 run: all
