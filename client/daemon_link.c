@@ -41,7 +41,9 @@
 #define QUIET_MIN_NS 250000000ull
 #define QUIET_MAX_NS 2000000000ull
 #define REFUSAL_HOLDOFF_NS 200000000ull /* after client_cap/nomem/busy */
-#define NOT_WARM_HOLDOFF_NS 20000000ull /* the daemon prepares the class meanwhile */
+/* The daemon prepares the class meanwhile; a burst of misses still reaches it
+ * every 2 ms, each LEND telling it a larger demand (see batch_for). */
+#define NOT_WARM_HOLDOFF_NS 2000000ull
 
 static pthread_mutex_t dlock = PTHREAD_MUTEX_INITIALIZER;
 static int sock = -1;
