@@ -31,19 +31,14 @@ static void *libc_large(size_t size, size_t align, int zero)
     return zero ? zkn__libc_calloc(1, size) : zkn__libc_malloc(size);
 }
 
-/* How many regions a LEND asks for: doubling with successful lends, and at
- * least as many as this process has missed in the class so far. The daemon
- * keeps that many ready for the uid (its learned target), so a short-lived
- * process that bursts 16 misses teaches it 16, not 1. */
+/* How many regions a LEND takes: doubling with successful lends, within a
+ * share of the cache. */
 static int batch_for(int c)
 {
     uint32_t k = atomic_load_explicit(&class_lends[c], memory_order_relaxed);
-    uint32_t missed = atomic_load_explicit(&class_misses[c], memory_order_relaxed);
     uint64_t size = zkn__win.cls[c].size;
     uint64_t budget = zkn__cache_cap / 4 < BATCH_BYTES ? zkn__cache_cap / 4 : BATCH_BYTES;
     uint64_t n = (uint64_t)1 << (k < 4 ? k : 4);
-    if (n < missed)
-        n = missed;
     if (n > 1 && (n - 1) * size > budget)
         n = 1 + budget / size;
     return (int)(n > ZKN_MAX_REGIONS_PER_REPLY ? ZKN_MAX_REGIONS_PER_REPLY : n);
@@ -93,7 +88,11 @@ static uint32_t miss(int c, int zero, int *clean)
         atomic_fetch_add_explicit(&class_misses[c], 1, memory_order_relaxed);
         uint32_t gen = 0;
         pthread_rwlock_unlock(&zkn__fork_lock);
-        int n = zkn__daemon_lend(c, batch_for(c), zero, got, &gen);
+        /* The demand is what this process has missed in the class so far: the
+         * daemon keeps that many ready, so a short-lived process that bursts
+         * 16 misses teaches it 16, whatever it can take at once. */
+        uint32_t demand = atomic_load_explicit(&class_misses[c], memory_order_relaxed);
+        int n = zkn__daemon_lend(c, batch_for(c), demand, zero, got, &gen);
         pthread_rwlock_rdlock(&zkn__fork_lock);
         uint32_t idx = n > 0 ? map_lent(c, got, n, gen) : UINT32_MAX;
         if (n > 0)

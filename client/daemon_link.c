@@ -35,15 +35,12 @@
 #include "wire.h"
 #include "zkn_proto.h"
 
-#define HELLO_WAIT_MS 20
-#define LEND_WAIT_MS 20
+#define HELLO_WAIT_MS 10
+#define LEND_WAIT_MS 10
 #define POLL_SLICE_MS 1 /* another thread may read our reply: look again this often */
 #define QUIET_MIN_NS 250000000ull
 #define QUIET_MAX_NS 2000000000ull
 #define REFUSAL_HOLDOFF_NS 200000000ull /* after client_cap/nomem/busy */
-/* The daemon prepares the class meanwhile; a burst of misses still reaches it
- * every 2 ms, each LEND telling it a larger demand (see batch_for). */
-#define NOT_WARM_HOLDOFF_NS 2000000ull
 
 static pthread_mutex_t dlock = PTHREAD_MUTEX_INITIALIZER;
 static int sock = -1;
@@ -408,15 +405,19 @@ static void handle_error_reply(int c, const char *buf, size_t n, uint64_t now)
     struct zkn_error e = {0};
     if (n >= sizeof(struct zkn_hdr) + sizeof e)
         memcpy(&e, buf + sizeof(struct zkn_hdr), sizeof e);
+    /* not_warm: asked again at the next miss. The answer takes ~25 us, the
+     * private memory used meanwhile at least a fresh 2 MiB page (~130 us),
+     * and each LEND tells the daemon the demand so far (see alloc.c). */
     if (e.code == ZKN_E_NOT_WARM)
-        class_holdoff[c] = now + NOT_WARM_HOLDOFF_NS;
-    else if (e.code == ZKN_E_CLIENT_CAP || e.code == ZKN_E_NOMEM || e.code == ZKN_E_BUSY)
+        return;
+    if (e.code == ZKN_E_CLIENT_CAP || e.code == ZKN_E_NOMEM || e.code == ZKN_E_BUSY)
         class_holdoff[c] = now + REFUSAL_HOLDOFF_NS; /* a refusal, not a failure */
     else
         disconnect_locked();
 }
 
-int zkn__daemon_lend(int c, int count, int zeroed, struct zkn__lent *out, uint32_t *gen)
+int zkn__daemon_lend(int c, int count, uint32_t demand, int zeroed, struct zkn__lent *out,
+                     uint32_t *gen)
 {
     uint64_t now = zkn__now_ns();
     if (now < atomic_load_explicit(&quiet_until, memory_order_relaxed))
@@ -445,7 +446,7 @@ int zkn__daemon_lend(int c, int count, int zeroed, struct zkn__lent *out, uint32
         count = (int)hello.max_regions_per_reply;
     if (count > (int)ZKN_MAX_REGIONS_PER_REPLY)
         count = ZKN_MAX_REGIONS_PER_REPLY;
-    struct zkn_lend l = {.size_class = (uint16_t)c, .count = (uint16_t)count,
+    struct zkn_lend l = {.size_class = (uint16_t)c, .count = (uint16_t)count, .demand = demand,
                          .flags = zeroed ? ZKN_LEND_ZEROED : 0};
     if (send_frame(ZKN_MSG_LEND, &l, sizeof l, &lend_rid) != 0) {
         disconnect_locked();

@@ -167,10 +167,12 @@ struct zkn__lent {
     int clean;
     uint64_t id;
 };
-/* Asks for up to count regions of class c; waits a few ms at most and holds
- * no lock others need meanwhile. Returns how many (fds are the caller's),
- * with *gen the daemon instance; 0 when no daemon serves now. */
-int zkn__daemon_lend(int c, int count, int zeroed, struct zkn__lent *out, uint32_t *gen);
+/* Asks for up to count regions of class c, telling the daemon to keep demand
+ * ready; waits a few ms at most and holds no lock others need meanwhile.
+ * Returns how many (fds are the caller's), with *gen the daemon instance; 0
+ * when no daemon serves now. */
+int zkn__daemon_lend(int c, int count, uint32_t demand, int zeroed, struct zkn__lent *out,
+                     uint32_t *gen);
 /* True when id/gen belongs to the daemon instance we would RETURN to. */
 int zkn__daemon_gen_current(uint32_t gen);
 

@@ -240,6 +240,7 @@ static void handle_lend(struct conn *c, uint32_t req, const char *payload)
     }
     uint64_t size = zkn_class_size(l.size_class);
     int want_zero = (l.flags & ZKN_LEND_ZEROED) != 0;
+    uint32_t demand = l.demand > l.count ? l.demand : l.count; /* what to keep ready */
     if (!lease_fits(c, size, why, sizeof why)) {
         reply_error(c, req, ZKN_E_CLIENT_CAP, "%s", why);
         return;
@@ -257,7 +258,7 @@ static void handle_lend(struct conn *c, uint32_t req, const char *payload)
         got[n++] = r;
     }
     if (n > 0) {
-        pool_note_served(pool, c->proc->uid, l.size_class, capped ? n : l.count, n);
+        pool_note_served(pool, c->proc->uid, l.size_class, capped ? n : demand, n);
     } else if (pool_class_inline(pool, l.size_class)) {
         struct region *r;
         int rc = pool_create_inline(pool, c->proc->uid, l.size_class, &r);
@@ -269,7 +270,7 @@ static void handle_lend(struct conn *c, uint32_t req, const char *payload)
         proc_add_lease(c->proc, r);
         got[n++] = r;
     } else {
-        pool_note_not_warm(pool, c->proc->uid, l.size_class, l.count);
+        pool_note_not_warm(pool, c->proc->uid, l.size_class, demand);
         reply_error(c, req, ZKN_E_NOT_WARM,
                     "no %llu-byte region ready; preparing some, ask again later",
                     (unsigned long long)size);

@@ -90,8 +90,11 @@ enum zkn_backing {
 #define ZKN_LEND_ZEROED 1u /* every region must be all zero */
 struct zkn_lend {
     uint16_t size_class;
-    uint16_t count; /* 1..ZKN_MAX_REGIONS_PER_REPLY */
-    uint32_t flags; /* ZKN_LEND_* */
+    uint16_t count;    /* 1..ZKN_MAX_REGIONS_PER_REPLY: wanted now */
+    uint32_t flags;    /* ZKN_LEND_* */
+    uint32_t demand;   /* regions of the class the client expects to want
+                          soon, for the daemon to keep ready; 0: count */
+    uint32_t reserved; /* 0 */
 };
 
 #define ZKN_REGION_CLEAN 1u /* contents are all zero */
@@ -140,7 +143,7 @@ struct zkn_error {
 _Static_assert(sizeof(struct zkn_hdr) == 16, "wire layout");
 _Static_assert(sizeof(struct zkn_hello) == 8, "wire layout");
 _Static_assert(sizeof(struct zkn_hello_ok) == 24, "wire layout");
-_Static_assert(sizeof(struct zkn_lend) == 8, "wire layout");
+_Static_assert(sizeof(struct zkn_lend) == 16, "wire layout");
 _Static_assert(sizeof(struct zkn_region_desc) == 24, "wire layout");
 _Static_assert(sizeof(struct zkn_trim_ok) == 16, "wire layout");
 

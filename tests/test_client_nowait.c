@@ -189,6 +189,53 @@ START_TEST(a_daemon_stopped_before_the_first_request_costs_one_short_wait)
 }
 END_TEST
 
+/* A short-lived process that bursts misses of a class the daemon has nothing
+ * ready of gets private memory, but tells the daemon its demand: the next
+ * process of the uid finds the whole burst ready. */
+START_TEST(a_burst_teaches_the_daemon_what_to_keep_ready)
+{
+    enum { BURST = 12 };
+    const size_t size = 6 * MiB;
+    int served[2] = {0, 0};
+    for (int proc = 0; proc < 2; proc++) {
+        int out[2];
+        ck_assert_int_eq(pipe(out), 0);
+        pid_t pid = fork();
+        ck_assert_int_ge(pid, 0);
+        if (pid == 0) {
+            void *p[BURST];
+            int lent = 0;
+            for (int i = 0; i < BURST; i++) {
+                uint64_t before = stats().bytes_leased;
+                p[i] = zkn_calloc(1, size);
+                lent += stats().bytes_leased > before;
+            }
+            for (int i = 0; i < BURST; i++)
+                zkn_free(p[i]);
+            _exit(write(out[1], &lent, sizeof lent) == sizeof lent ? 0 : 1);
+        }
+        close(out[1]);
+        ck_assert_int_eq(read(out[0], &served[proc], sizeof served[proc]),
+                         (ssize_t)sizeof served[proc]);
+        close(out[0]);
+        int st;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        /* The daemon prepares in the background: give it time to. */
+        char *json = NULL;
+        for (int tries = 0; tries < 150; tries++) {
+            free(json);
+            json = zkn_test_stats_json(daemon_.sock);
+            if (json && strstr(json, "\"preparing_bytes\":0,") && strstr(json, "\"lent_bytes\":0,"))
+                break;
+            zkn_test_sleep_ms(20);
+        }
+        free(json);
+    }
+    ck_assert_msg(served[1] >= BURST - 1, "the daemon served %d of %d in the second process "
+                  "(first: %d)", served[1], BURST, served[0]);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_nowait");
@@ -198,6 +245,7 @@ static Suite *suite(void)
     tcase_add_test(t, a_stopped_daemon_never_stalls_the_client);
     tcase_add_test(t, fork_and_release_do_not_wait_for_another_threads_lend);
     tcase_add_test(t, a_daemon_stopped_before_the_first_request_costs_one_short_wait);
+    tcase_add_test(t, a_burst_teaches_the_daemon_what_to_keep_ready);
     suite_add_tcase(s, t);
     return s;
 }
