@@ -45,6 +45,37 @@ int ctl_hello(struct ctl_conn *c, struct zkn_hello_ok *ok);
 /* STATS: a malloc'd NUL-terminated copy of the JSON text in *json. */
 int ctl_stats(struct ctl_conn *c, char **json);
 
+/* ---- the command line (args.c) ---- */
+
+enum ctl_cmd { CMD_NONE, CMD_STATS, CMD_WATCH, CMD_PING, CMD_TRIM, CMD_VERSION, CMD_HELP };
+
+struct ctl_opts {
+    enum ctl_cmd cmd;
+    const char *cmd_name;
+    const char *socket;
+    double timeout_s;
+    int json;
+    double interval_s;
+    unsigned long count; /* 0: until interrupted */
+    uint64_t trim_to;
+    /* which command-specific options were given, to reject misplaced ones */
+    int seen_interval, seen_count, seen_to;
+};
+
+/* Where the socket path came from, for messages. */
+struct ctl_target {
+    char path[128];
+    char why[192];
+};
+
+extern const char ctl_usage_text[];
+/* "zknallocctl: " + the message + newline, on stderr. */
+__attribute__((format(printf, 1, 2))) void ctl_err(const char *fmt, ...);
+/* Fills *o from argv. CTL_OK, or CTL_USAGE (after saying why). */
+int ctl_parse_args(int argc, char **argv, struct ctl_opts *o);
+/* The socket to use and why (for messages). CTL_OK or CTL_USAGE. */
+int ctl_resolve_target(const struct ctl_opts *o, struct ctl_target *t);
+
 /* ---- rendering (render.c) ---- */
 
 /* "512 B", "64 KiB", "1.5 GiB". */
