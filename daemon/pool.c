@@ -295,7 +295,7 @@ static int prepare_one(struct pool *p, uid_t uid, int size_class)
 static uint64_t ready_or_coming(const struct pool *p, const struct partition *part, int cls)
 {
     uint64_t n = part->clean[cls].count + part->dirty[cls].count + part->preparing[cls];
-    for (const struct region *r = p->zeroing.head; r; r = r->next)
+    for (const struct region *r = p->zeroing.head; r; r = r->link.next)
         n += r->uid == part->uid && r->size_class == cls;
     return n;
 }
@@ -412,12 +412,12 @@ void pool_for_each_idle(struct pool *p, void (*fn)(void *ctx, struct region *r, 
 {
     for (struct partition *part = p->parts; part; part = part->next)
         for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
-            for (struct region *r = part->clean[c].head; r; r = r->next)
+            for (struct region *r = part->clean[c].head; r; r = r->link.next)
                 fn(ctx, r, 1);
-            for (struct region *r = part->dirty[c].head; r; r = r->next)
+            for (struct region *r = part->dirty[c].head; r; r = r->link.next)
                 fn(ctx, r, 0);
         }
-    for (struct region *r = p->zeroing.head; r; r = r->next)
+    for (struct region *r = p->zeroing.head; r; r = r->link.next)
         fn(ctx, r, 0);
 }
 
