@@ -532,3 +532,25 @@ void pool_shutdown(struct pool *p)
         p->parts = next;
     }
 }
+
+void pool_count_refusal(struct pool *p, uint32_t code)
+{
+    if (code < POOL_REFUSAL_SLOTS)
+        p->refusals[code]++;
+}
+
+void pool_count_lend(struct pool *p) { p->lends++; }
+
+void pool_count_return(struct pool *p) { p->returns++; }
+void pool_count_reclaimed(struct pool *p) { p->reclaimed++; }
+void pool_count_saved(struct pool *p, uint64_t n) { p->saved += n; }
+
+void pool_count_pressure(struct pool *p, uint64_t trimmed_bytes)
+{
+    p->pressure_events++;
+    p->pressure_trimmed_bytes += trimmed_bytes;
+}
+
+void pool_set_pressure_source(struct pool *p, const char *source) { p->pressure_source = source; }
+
+void pool_free(struct pool *p) { rtable_free(&p->ids); }

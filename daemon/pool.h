@@ -130,4 +130,16 @@ void pool_shutdown(struct pool *p);
 
 uint64_t pool_now_ms(const struct pool *p);
 
+/* Counters the server's parts report: only pool.c writes pool fields. */
+void pool_count_refusal(struct pool *p, uint32_t code); /* a ZKN_E_* code */
+void pool_count_lend(struct pool *p);                    /* a REGIONS reply */
+void pool_count_return(struct pool *p);                  /* a region RETURNed */
+void pool_count_reclaimed(struct pool *p);               /* a dead client's lease */
+void pool_count_saved(struct pool *p, uint64_t n);       /* handed to the fd store */
+void pool_count_pressure(struct pool *p, uint64_t trimmed_bytes);
+void pool_set_pressure_source(struct pool *p, const char *source);
+
+/* Frees what pool_init allocated, after pool_shutdown and the loop's end. */
+void pool_free(struct pool *p);
+
 #endif
