@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "log.h"
 #include "pool.h"
+#include "prepare.h"
 #include "server.h"
 #include "stats.h"
 #include "wire.h"

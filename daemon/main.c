@@ -14,6 +14,7 @@
 #include "listen.h"
 #include "log.h"
 #include "pool.h"
+#include "prepare.h"
 #include "pressure.h"
 #include "sdnotify.h"
 #include "server.h"

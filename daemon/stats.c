@@ -6,6 +6,7 @@
 
 #include "stats.h"
 
+#include "prepare.h"
 #include "server.h"
 #include "zkn_proto.h"
 
