@@ -17,6 +17,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "conn.h"
 #include "log.h"
 #include "pool.h"
@@ -34,7 +35,7 @@ static int no_pidfd_for_tests(void)
 {
     static int v = -1;
     if (v < 0) {
-        const char *e = getenv("ZKND_TEST_NO_PIDFD");
+        const char *e = config_env("ZK_NALLOC_TEST_NO_PIDFD", "ZKND_TEST_NO_PIDFD", NULL);
         v = e && strcmp(e, "1") == 0;
     }
     return v;

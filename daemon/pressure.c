@@ -31,7 +31,7 @@ static void on_pressure(uv_poll_t *w, int status, int events)
 void pressure_start(struct pressure *pr, uv_loop_t *loop, struct pool *pool,
                     const struct config *cfg)
 {
-    const char *sim = getenv("ZKN_PSI_SOURCE");
+    const char *sim = config_env("ZK_NALLOC_PSI_SOURCE", "ZKN_PSI_SOURCE", NULL);
     int events = UV_PRIORITIZED;
     memset(pr, 0, sizeof *pr);
     pr->fd = -1;
