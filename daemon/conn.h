@@ -16,8 +16,8 @@ struct proc;
 struct server;
 struct conn;
 
-/* What the owner does with a connection: conn.c calls nothing outside the
- * framing layer by name, so handlers and clients can call it freely. */
+/* What the owner does with a connection. Through these, not by name, so
+ * handlers.c and clients.c may call conn.c without an import loop. */
 struct conn_hooks {
     void (*on_frame)(struct conn *c, const char *frame, size_t len);
     void (*on_closed)(struct conn *c); /* just before c is freed */
