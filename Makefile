@@ -48,6 +48,10 @@ TEST_HELPER_OBJ = $(call obj,$(TEST_HELPER_SRC))
 TEST_BIN = $(patsubst tests/%.c,$(B)/tests/%,$(TEST_SRC))
 
 DAEMON = $(B)/zknallocd
+# The daemon but main.o, for zknallocd and for suites that test its parts.
+ZKND_LIB = $(B)/libzknd.a
+ZKND_LIB_OBJ = $(filter-out $(B)/obj/daemon/main.o,$(DAEMON_OBJ))
+DAEMON_PART_TESTS = $(B)/tests/test_sdnotify
 CTL = $(B)/zknallocctl
 LIB_SO = $(B)/libzknalloc.so
 LIB_A = $(B)/libzknalloc.a
@@ -62,12 +66,18 @@ $(B)/obj/daemon/%.o: CFLAGS_EXTRA = $(UV_CFLAGS) $(JANSSON_CFLAGS) -Idaemon
 $(B)/obj/ctl/%.o: CFLAGS_EXTRA = $(JANSSON_CFLAGS)
 $(B)/obj/tests/%.o: CFLAGS_EXTRA = $(CHECK_CFLAGS) $(JANSSON_CFLAGS) -Itests -Iclient
 $(B)/obj/client/%.o: CFLAGS_EXTRA = -Iclient $(CLIENT_CFLAGS)
+$(patsubst $(B)/tests/%,$(B)/obj/tests/%.o,$(DAEMON_PART_TESTS)): CFLAGS_EXTRA = \
+	$(CHECK_CFLAGS) $(JANSSON_CFLAGS) $(UV_CFLAGS) -Itests -Iclient -Idaemon
 
 $(B)/obj/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) $(CFLAGS_EXTRA) -MMD -MP -c $< -o $@
 
-$(DAEMON): $(DAEMON_OBJ) $(PROTO_OBJ)
+$(ZKND_LIB): $(ZKND_LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(DAEMON): $(B)/obj/daemon/main.o $(ZKND_LIB) $(PROTO_OBJ)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(UV_LIBS) $(JANSSON_LIBS)
 
 $(CTL): $(CTL_OBJ) $(PROTO_OBJ)
@@ -90,6 +100,11 @@ $(B)/tests/test_client%: $(B)/obj/tests/test_client%.o $(TEST_HELPER_OBJ) $(PROT
 $(B)/tests/%: $(B)/obj/tests/%.o $(TEST_HELPER_OBJ) $(PROTO_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(CHECK_LIBS) $(JANSSON_LIBS)
+
+# Suites of daemon parts link the daemon's library, libuv and jansson.
+$(DAEMON_PART_TESTS): $(B)/tests/%: $(B)/obj/tests/%.o $(TEST_HELPER_OBJ) $(ZKND_LIB) $(PROTO_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(CHECK_LIBS) $(UV_LIBS) $(JANSSON_LIBS)
 
 check-tests: all $(TEST_BIN)
 

@@ -4,6 +4,8 @@
  * mapped after its socket closed. The pidfd comes from the socket
  * (SO_PEERPIDFD), so a client in another pid namespace, whose pid reads as 0,
  * is still known; its inode on pidfs names the process. */
+#include "clients.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -15,7 +17,10 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "config.h"
+#include "conn.h"
 #include "log.h"
+#include "pool.h"
 #include "server.h"
 
 #ifndef SO_PEERPIDFD
@@ -30,7 +35,7 @@ static int no_pidfd_for_tests(void)
 {
     static int v = -1;
     if (v < 0) {
-        const char *e = getenv("ZKND_TEST_NO_PIDFD");
+        const char *e = config_env("ZK_NALLOC_TEST_NO_PIDFD", "ZKND_TEST_NO_PIDFD", NULL);
         v = e && strcmp(e, "1") == 0;
     }
     return v;
@@ -74,11 +79,7 @@ static void proc_maybe_free(struct proc *p)
 {
     if (!p->dead || p->nconns > 0 || p->watch_open)
         return;
-    struct proc **pp = &p->srv->procs;
-    while (*pp && *pp != p)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = p->next;
+    list_remove(&p->srv->procs, p, link);
     if (p->pidfd >= 0)
         close(p->pidfd);
     free(p);
@@ -105,7 +106,7 @@ static uint64_t proc_end_leases(struct proc *p, int forget)
         if (forget) {
             pool_forget(p->srv->pool, r);
         } else {
-            p->srv->pool->reclaimed++;
+            pool_count_reclaimed(p->srv->pool);
             pool_give_back(p->srv->pool, r);
         }
         n++;
@@ -115,11 +116,7 @@ static uint64_t proc_end_leases(struct proc *p, int forget)
 
 static void proc_close_conns_and_watch(struct proc *p)
 {
-    for (struct conn *c = p->srv->conns, *next; c; c = next) {
-        next = c->next;
-        if (c->proc == p)
-            conn_close(c);
-    }
+    conns_close(&p->srv->conns, p);
     if (p->watch_open && !uv_is_closing((uv_handle_t *)&p->pid_watch))
         uv_close((uv_handle_t *)&p->pid_watch, on_watch_closed);
 }
@@ -171,7 +168,7 @@ struct proc *proc_attach(struct server *s, const struct ucred *cred, int pidfd)
     ino_t ino = 0;
     int has_ino = pidfd >= 0 && pidfd_identity(pidfd, &dev, &ino);
     struct proc *p;
-    for (p = s->procs; pidfd >= 0 && p; p = p->next) {
+    for (p = s->procs.head; pidfd >= 0 && p; p = p->link.next) {
         if (p->dead || p->pidfd < 0 || p->uid != cred->uid || p->has_ino != has_ino)
             continue;
         if (has_ino ? p->pidfs_dev != dev || p->pidfs_ino != ino
@@ -219,8 +216,7 @@ struct proc *proc_attach(struct server *s, const struct ucred *cred, int pidfd)
                      (int)cred->pid, (unsigned)cred->uid);
     }
     p->nconns = 1;
-    p->next = s->procs;
-    s->procs = p;
+    list_push_head(&s->procs, p, link);
     return p;
 }
 
@@ -263,8 +259,8 @@ void proc_release_lease(struct proc *p, struct region *r)
 void procs_shutdown(struct server *s)
 {
     uint64_t kept = 0, holders = 0;
-    for (struct proc *p = s->procs, *next; p; p = next) {
-        next = p->next;
+    struct proc *p, *next;
+    list_for_each_safe(p, next, &s->procs, link) {
         if (p->dead)
             continue;
         if (p->pidfd >= 0 && pidfd_says_exited(p->pidfd)) {
@@ -282,4 +278,13 @@ void procs_shutdown(struct server *s)
     if (kept)
         log_info("%llu leases stay with the %llu live clients that hold them",
                  (unsigned long long)kept, (unsigned long long)holders);
+}
+
+uint32_t procs_live(const struct proc_list *l)
+{
+    uint32_t n = 0;
+    const struct proc *p;
+    list_for_each(p, l, link)
+        n += !p->dead;
+    return n;
 }

@@ -23,6 +23,21 @@ uint64_t config_ram_bytes(void)
     return (uint64_t)pages * (uint64_t)page;
 }
 
+const char *config_env(const char *name, const char *old, const char **used)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        /* The old names stay for one release. */
+        if (!(v = getenv(old)) || !*v)
+            return NULL;
+        log_warn("%s is deprecated: use %s", old, name);
+        name = old;
+    }
+    if (used)
+        *used = name;
+    return v;
+}
+
 static void usage(FILE *out)
 {
     fprintf(out,
@@ -35,7 +50,7 @@ static void usage(FILE *out)
 "  --socket-mode OCTAL    socket file mode (default 0660 as root, else 0600)\n"
 "  --socket-group NAME    socket file group (default: zknalloc, when it exists)\n"
 "  --pool-bytes SIZE      cap on idle pooled memory (default min(RAM/8, 1G);\n"
-"                         env ZKN_POOL_BYTES)\n"
+"                         env ZK_NALLOC_POOL_BYTES)\n"
 "  --client-cap-bytes SIZE  cap on memory one client process may lease\n"
 "                         (default RAM/2)\n"
 "  --client-max-leases N  cap on regions one client may lease (default 65536)\n"
@@ -52,7 +67,8 @@ static void usage(FILE *out)
 "                         0 = never)\n"
 "  --low-watermark SIZE   pool kept when memory pressure trims (default 0)\n"
 "  --no-psi               ignore /proc/pressure/memory\n"
-"  --log-level LEVEL      error, warn, info (default) or debug; env ZKN_LOG_LEVEL\n"
+"  --log-level LEVEL      error, warn, info (default) or debug; env\n"
+"                         ZK_NALLOC_LOG_LEVEL\n"
 "  --help                 this text\n"
 "  --version              print the version\n"
 "Sizes take K, M, G, T suffixes (powers of 1024).\n");
@@ -137,7 +153,7 @@ int config_load(struct config *cfg, int argc, char **argv)
         {0, 0, 0, 0},
     };
     uint64_t ram = config_ram_bytes();
-    const char *env;
+    const char *env, *env_name;
     int c;
 
     memset(cfg, 0, sizeof *cfg);
@@ -151,12 +167,12 @@ int config_load(struct config *cfg, int argc, char **argv)
     cfg->idle_decay_s = 600;
     cfg->psi = 1;
     cfg->log_level = LOG_LVL_INFO;
-    if ((env = getenv("ZKN_POOL_BYTES")) && *env &&
-        parse_size_arg("ZKN_POOL_BYTES", env, &cfg->pool_bytes))
+    if ((env = config_env("ZK_NALLOC_POOL_BYTES", "ZKN_POOL_BYTES", &env_name)) &&
+        parse_size_arg(env_name, env, &cfg->pool_bytes))
         return -1;
-    if ((env = getenv("ZKN_LOG_LEVEL")) && *env) {
+    if ((env = config_env("ZK_NALLOC_LOG_LEVEL", "ZKN_LOG_LEVEL", &env_name))) {
         if (log_parse_level(env) < 0) {
-            log_error("ZKN_LOG_LEVEL: unknown level '%s'", env);
+            log_error("%s: unknown level '%s'", env_name, env);
             return -1;
         }
         cfg->log_level = log_parse_level(env);

@@ -37,6 +37,11 @@ struct config {
  * usage error (already logged at error priority). */
 int config_load(struct config *cfg, int argc, char **argv);
 
+/* The environment variable name (ZK_NALLOC_*), else its deprecated old
+ * name with a warning; unset or empty gives NULL. *used, when given, is the
+ * name the value came from (for messages). */
+const char *config_env(const char *name, const char *old, const char **used);
+
 /* Physical memory in bytes. */
 uint64_t config_ram_bytes(void);
 

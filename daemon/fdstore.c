@@ -48,7 +48,7 @@ int fdstore_save(struct pool *p)
     if (getrandom(&ctx.nonce, sizeof ctx.nonce, GRND_NONBLOCK) != sizeof ctx.nonce)
         ctx.nonce = (uint32_t)getpid() ^ (uint32_t)time(NULL);
     pool_for_each_idle(p, save_one, &ctx);
-    p->saved += (uint64_t)ctx.stored;
+    pool_count_saved(p, (uint64_t)ctx.stored);
     if (ctx.stored)
         log_info("fd store: %d pooled regions handed to the service manager", ctx.stored);
     return ctx.stored;

@@ -14,6 +14,7 @@
 #include "listen.h"
 #include "log.h"
 #include "pool.h"
+#include "prepare.h"
 #include "pressure.h"
 #include "sdnotify.h"
 #include "server.h"
@@ -63,9 +64,7 @@ static void on_decay(uv_timer_t *t)
 static void send_status(struct daemon *d, const char *prefix)
 {
     const struct pool *p = &d->pool;
-    uint32_t clients = 0;
-    for (const struct proc *c = d->server.procs; c; c = c->next)
-        clients += !c->dead;
+    uint32_t clients = procs_live(&d->server.procs);
     zkn_sd_notifyf("%sSTATUS=pool %llu MiB idle (%llu MiB clean), %llu MiB lent to %u clients, "
                    "backing %s",
                    prefix, (unsigned long long)(p->idle_bytes >> 20),
@@ -183,7 +182,7 @@ int main(int argc, char **argv)
     uv_run(&d.loop, UV_RUN_NOWAIT);
     if (uv_loop_close(&d.loop) != 0)
         log_debug("event loop closed with handles still open");
-    rtable_free(&d.pool.ids);
+    pool_free(&d.pool);
     backing_close(&d.backing);
     log_info("stopped");
     return 0;

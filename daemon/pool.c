@@ -12,9 +12,6 @@
 
 enum job_kind { JOB_ZERO, JOB_CREATE_POOL };
 
-/* Most regions of one class a learned target keeps ready for one uid. */
-#define POOL_TARGET_MAX 64u
-
 struct job {
     uv_work_t req;
     struct pool *pool;
@@ -44,7 +41,7 @@ int pool_init(struct pool *p, uv_loop_t *loop, const struct config *cfg,
     return rtable_init(&p->ids);
 }
 
-static struct partition *partition_of(struct pool *p, uid_t uid, int create)
+struct partition *pool_partition(struct pool *p, uid_t uid, int create)
 {
     struct partition *part;
     for (part = p->parts; part; part = part->next)
@@ -94,9 +91,9 @@ static void mark_lent(struct pool *p, struct region *r, uid_t uid)
 
 struct region *pool_take(struct pool *p, uid_t uid, int size_class, int want_zero)
 {
-    struct region *r = take_from(p, partition_of(p, uid, 0), size_class, want_zero);
+    struct region *r = take_from(p, pool_partition(p, uid, 0), size_class, want_zero);
     if (!r)
-        r = take_from(p, partition_of(p, REGION_UNOWNED, 0), size_class, want_zero);
+        r = take_from(p, pool_partition(p, REGION_UNOWNED, 0), size_class, want_zero);
     if (r) {
         mark_lent(p, r, uid);
         p->cls[size_class].hits++;
@@ -130,7 +127,7 @@ static void schedule_zeroing(struct pool *p);
 
 static void pool_as_clean(struct pool *p, struct region *r)
 {
-    struct partition *part = p->shutting_down ? NULL : partition_of(p, r->uid, 1);
+    struct partition *part = p->shutting_down ? NULL : pool_partition(p, r->uid, 1);
     if (!part) {
         destroy_region(p, r);
         return;
@@ -168,7 +165,7 @@ static void job_done(uv_work_t *req, int status)
         p->preparing_bytes -= zkn_class_size(j->size_class);
         /* Partitions are freed at shutdown: touch them only while running. */
         if (!p->shutting_down) {
-            struct partition *part = partition_of(p, j->uid, 0);
+            struct partition *part = pool_partition(p, j->uid, 0);
             if (part && part->preparing[j->size_class])
                 part->preparing[j->size_class]--;
         }
@@ -225,14 +222,14 @@ static void schedule_zeroing(struct pool *p)
         struct job *j = calloc(1, sizeof *j);
         if (!j)
             return; /* stays dirty; retried on the next give-back */
-        rlist_remove(&partition_of(p, r->uid, 0)->dirty[r->size_class], r);
+        rlist_remove(&pool_partition(p, r->uid, 0)->dirty[r->size_class], r);
         r->state = REGION_BUSY;
         j->kind = JOB_ZERO;
         j->r = r;
         if (submit(p, j) != 0) {
             free(j);
             r->state = REGION_DIRTY;
-            rlist_push(&partition_of(p, r->uid, 0)->dirty[r->size_class], r);
+            rlist_push(&pool_partition(p, r->uid, 0)->dirty[r->size_class], r);
             return;
         }
         p->zero_inflight++;
@@ -264,12 +261,10 @@ int pool_create_inline(struct pool *p, uid_t uid, int size_class, struct region 
     return 0;
 }
 
-/* Starts one background creation of a clean region for uid's partition.
- * -ENOSPC when it would not fit under the pool cap, else 0 or -errno. */
-static int prepare_one(struct pool *p, uid_t uid, int size_class)
+int pool_prepare_one(struct pool *p, uid_t uid, int size_class)
 {
     uint64_t size = zkn_class_size(size_class);
-    struct partition *part = partition_of(p, uid, 1);
+    struct partition *part = pool_partition(p, uid, 1);
     if (!part)
         return -ENOMEM;
     if (p->idle_bytes + p->preparing_bytes + size > p->cfg->pool_bytes)
@@ -291,83 +286,12 @@ static int prepare_one(struct pool *p, uid_t uid, int size_class)
     return 0;
 }
 
-/* Regions of the class uid's partition holds or will hold soon. */
-static uint64_t ready_or_coming(const struct pool *p, const struct partition *part, int cls)
-{
-    uint64_t n = part->clean[cls].count + part->dirty[cls].count + part->preparing[cls];
-    for (const struct region *r = p->zeroing.head; r; r = r->next)
-        n += r->uid == part->uid && r->size_class == cls;
-    return n;
-}
-
-static void top_up(struct pool *p, struct partition *part, int cls)
-{
-    if (p->shutting_down)
-        return;
-    for (uint64_t have = ready_or_coming(p, part, cls); have < part->target[cls]; have++)
-        if (prepare_one(p, part->uid, cls) < 0)
-            return; /* the pool cap or memory: the next miss tries again */
-}
-
-/* Raises uid's target for the class to want, as far as the pool cap lets. */
-static struct partition *raise_target(struct pool *p, uid_t uid, int cls, uint64_t want)
-{
-    struct partition *part = partition_of(p, uid, 1);
-    uint64_t fit = p->cfg->pool_bytes / zkn_class_size(cls);
-    if (!part)
-        return NULL;
-    if (want > fit)
-        want = fit;
-    if (want > POOL_TARGET_MAX)
-        want = POOL_TARGET_MAX;
-    if (want > part->target[cls])
-        part->target[cls] = (uint32_t)want;
-    part->demand_ms[cls] = pool_now_ms(p);
-    return part;
-}
-
-void pool_note_not_warm(struct pool *p, uid_t uid, int size_class, uint32_t count)
-{
-    p->cls[size_class].misses++;
-    p->cls[size_class].not_warm++;
-    struct partition *part = partition_of(p, uid, 1);
-    if (!part)
-        return;
-    /* One more per miss, or the whole batch asked for at once. A miss while
-     * regions are being prepared for the class is most likely the same need
-     * asked again: it does not raise the target. (Regions being zeroed do not
-     * count: missing while they are means the target is too low.) */
-    uint64_t want = part->target[size_class] + (part->preparing[size_class] ? 0u : 1u);
-    if (want < count)
-        want = count;
-    if ((part = raise_target(p, uid, size_class, want)))
-        top_up(p, part, size_class);
-}
-
-void pool_note_served(struct pool *p, uid_t uid, int size_class, uint32_t count, uint32_t got)
-{
-    p->cls[size_class].served_warm++;
-    if (pool_class_inline(p, size_class))
-        return; /* made inline when missing: nothing to keep ready */
-    struct partition *part = raise_target(p, uid, size_class, got < count ? count : 0);
-    if (part)
-        top_up(p, part, size_class);
-}
-
-uint64_t pool_class_target(const struct pool *p, int size_class)
-{
-    uint64_t t = 0;
-    for (const struct partition *part = p->parts; part; part = part->next)
-        t += part->target[size_class];
-    return t;
-}
-
 void pool_give_back(struct pool *p, struct region *r)
 {
     p->lent_bytes -= r->size;
     p->cls[r->size_class].lent--;
     r->holder = NULL;
-    struct partition *part = p->shutting_down ? NULL : partition_of(p, r->uid, 1);
+    struct partition *part = p->shutting_down ? NULL : pool_partition(p, r->uid, 1);
     if (!part || p->idle_bytes + r->size > p->cfg->pool_bytes) {
         destroy_region(p, r);
         return;
@@ -390,7 +314,7 @@ void pool_forget(struct pool *p, struct region *r)
 
 int pool_adopt(struct pool *p, struct region *r, uid_t uid, int clean)
 {
-    struct partition *part = partition_of(p, uid, 1);
+    struct partition *part = pool_partition(p, uid, 1);
     r->id = p->next_id++;
     r->uid = uid;
     if (!part || p->idle_bytes + r->size > p->cfg->pool_bytes || rtable_insert(&p->ids, r) < 0) {
@@ -412,31 +336,13 @@ void pool_for_each_idle(struct pool *p, void (*fn)(void *ctx, struct region *r, 
 {
     for (struct partition *part = p->parts; part; part = part->next)
         for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
-            for (struct region *r = part->clean[c].head; r; r = r->next)
+            for (struct region *r = part->clean[c].head; r; r = r->link.next)
                 fn(ctx, r, 1);
-            for (struct region *r = part->dirty[c].head; r; r = r->next)
+            for (struct region *r = part->dirty[c].head; r; r = r->link.next)
                 fn(ctx, r, 0);
         }
-    for (struct region *r = p->zeroing.head; r; r = r->next)
+    for (struct region *r = p->zeroing.head; r; r = r->link.next)
         fn(ctx, r, 0);
-}
-
-void pool_prewarm(struct pool *p, int size_class, uint32_t count)
-{
-    for (uint32_t i = 0; i < count; i++) {
-        int rc = prepare_one(p, REGION_UNOWNED, size_class);
-        if (rc == -ENOSPC) {
-            log_warn("prewarm: %u of %u regions of %llu bytes fit under the pool cap "
-                     "(--pool-bytes %llu)",
-                     i, count, (unsigned long long)zkn_class_size(size_class),
-                     (unsigned long long)p->cfg->pool_bytes);
-            return;
-        }
-        if (rc < 0) {
-            log_warn("prewarm: %s", strerror(-rc));
-            return;
-        }
-    }
 }
 
 /* Destroys idle regions, oldest first across all lists, while drop() says
@@ -532,3 +438,32 @@ void pool_shutdown(struct pool *p)
         p->parts = next;
     }
 }
+
+void pool_count_refusal(struct pool *p, uint32_t code)
+{
+    if (code < POOL_REFUSAL_SLOTS)
+        p->refusals[code]++;
+}
+
+void pool_count_lend(struct pool *p) { p->lends++; }
+
+void pool_count_not_warm(struct pool *p, int size_class)
+{
+    p->cls[size_class].misses++;
+    p->cls[size_class].not_warm++;
+}
+
+void pool_count_served_warm(struct pool *p, int size_class) { p->cls[size_class].served_warm++; }
+void pool_count_return(struct pool *p) { p->returns++; }
+void pool_count_reclaimed(struct pool *p) { p->reclaimed++; }
+void pool_count_saved(struct pool *p, uint64_t n) { p->saved += n; }
+
+void pool_count_pressure(struct pool *p, uint64_t trimmed_bytes)
+{
+    p->pressure_events++;
+    p->pressure_trimmed_bytes += trimmed_bytes;
+}
+
+void pool_set_pressure_source(struct pool *p, const char *source) { p->pressure_source = source; }
+
+void pool_free(struct pool *p) { rtable_free(&p->ids); }

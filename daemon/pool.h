@@ -76,19 +76,6 @@ int pool_class_inline(const struct pool *p, int size_class);
  * miss. 0 with *out set, or -errno. */
 int pool_create_inline(struct pool *p, uid_t uid, int size_class, struct region **out);
 
-/* A LEND of count regions found none of the class ready for uid (it is
- * answered not_warm): counts the miss, raises uid's target for the class
- * and prepares regions in the background, within the pool cap. */
-void pool_note_not_warm(struct pool *p, uid_t uid, int size_class, uint32_t count);
-
-/* A LEND of count regions was answered from the pool with got regions:
- * counts it, keeps the class's decay clock running and tops the class back
- * up to its target (raised to count when the pool fell short). */
-void pool_note_served(struct pool *p, uid_t uid, int size_class, uint32_t count, uint32_t got);
-
-/* The class's ready target, summed over uids. */
-uint64_t pool_class_target(const struct pool *p, int size_class);
-
 /* A lent region comes back (RETURN or a dead client): pooled dirty and zeroed
  * in the background, or destroyed past the pool cap. */
 void pool_give_back(struct pool *p, struct region *r);
@@ -98,9 +85,6 @@ void pool_give_back(struct pool *p, struct region *r);
  * zeroing, pooling or lending it again; the memory lives on in whatever still
  * maps it and the kernel frees it with the last mapping. */
 void pool_forget(struct pool *p, struct region *r);
-
-/* Starts creating count warm, clean regions of the class for any uid. */
-void pool_prewarm(struct pool *p, int size_class, uint32_t count);
 
 /* Pools a region restored from an earlier daemon instance under a new id:
  * clean ones as clean, others dirty (zeroed in the background). Past the pool
@@ -129,5 +113,26 @@ void pool_class_counts(const struct pool *p, int size_class, uint64_t *clean, ui
 void pool_shutdown(struct pool *p);
 
 uint64_t pool_now_ms(const struct pool *p);
+
+/* Counters the server's parts report: only pool.c writes pool fields. */
+void pool_count_refusal(struct pool *p, uint32_t code); /* a ZKN_E_* code */
+void pool_count_lend(struct pool *p);                    /* a REGIONS reply */
+void pool_count_not_warm(struct pool *p, int size_class); /* a miss answered not_warm */
+void pool_count_served_warm(struct pool *p, int size_class);
+void pool_count_return(struct pool *p);                  /* a region RETURNed */
+void pool_count_reclaimed(struct pool *p);               /* a dead client's lease */
+void pool_count_saved(struct pool *p, uint64_t n);       /* handed to the fd store */
+void pool_count_pressure(struct pool *p, uint64_t trimmed_bytes);
+void pool_set_pressure_source(struct pool *p, const char *source);
+
+/* For prepare.c, the pool's other half: uid's partition (made when create
+ * and missing; NULL without memory), and one background creation of a clean
+ * region for it: -ENOSPC when it would not fit under the pool cap, else 0 or
+ * -errno. */
+struct partition *pool_partition(struct pool *p, uid_t uid, int create);
+int pool_prepare_one(struct pool *p, uid_t uid, int size_class);
+
+/* Frees what pool_init allocated, after pool_shutdown and the loop's end. */
+void pool_free(struct pool *p);
 
 #endif

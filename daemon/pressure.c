@@ -22,9 +22,8 @@ static void on_pressure(uv_poll_t *w, int status, int events)
             return; /* writer gone or spurious */
     }
     pr->events++;
-    pr->pool->pressure_events++;
     uint64_t freed = pool_trim(pr->pool, pr->cfg->low_watermark);
-    pr->pool->pressure_trimmed_bytes += freed;
+    pool_count_pressure(pr->pool, freed);
     log_info("memory pressure: pool trimmed by %llu bytes to %llu", (unsigned long long)freed,
              (unsigned long long)pr->pool->idle_bytes);
 }
@@ -32,7 +31,7 @@ static void on_pressure(uv_poll_t *w, int status, int events)
 void pressure_start(struct pressure *pr, uv_loop_t *loop, struct pool *pool,
                     const struct config *cfg)
 {
-    const char *sim = getenv("ZKN_PSI_SOURCE");
+    const char *sim = config_env("ZK_NALLOC_PSI_SOURCE", "ZKN_PSI_SOURCE", NULL);
     int events = UV_PRIORITIZED;
     memset(pr, 0, sizeof *pr);
     pr->fd = -1;
@@ -66,7 +65,7 @@ void pressure_start(struct pressure *pr, uv_loop_t *loop, struct pool *pool,
     pr->watch.data = pr;
     pr->open = 1;
     uv_poll_start(&pr->watch, events, on_pressure);
-    pool->pressure_source = pr->simulated ? "simulated" : "psi";
+    pool_set_pressure_source(pool, pr->simulated ? "simulated" : "psi");
 }
 
 static void on_closed(uv_handle_t *h)

@@ -1,6 +1,6 @@
 /* Trimming under memory pressure: a PSI trigger on /proc/pressure/memory
  * fires when tasks stall on memory; the daemon then trims its idle pool down
- * to the low watermark. ZKN_PSI_SOURCE names a FIFO to use instead, where
+ * to the low watermark. ZK_NALLOC_PSI_SOURCE names a FIFO to use instead, where
  * each byte written is one pressure event (for tests: a real stall cannot be
  * produced on demand). */
 #ifndef ZKND_PRESSURE_H

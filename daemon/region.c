@@ -15,28 +15,14 @@
 
 void rlist_push(struct region_list *l, struct region *r)
 {
-    r->prev = NULL;
-    r->next = l->head;
-    if (l->head)
-        l->head->prev = r;
-    else
-        l->tail = r;
-    l->head = r;
+    list_push_head(l, r, link);
     l->count++;
     l->bytes += r->size;
 }
 
 void rlist_remove(struct region_list *l, struct region *r)
 {
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        l->head = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    else
-        l->tail = r->prev;
-    r->prev = r->next = NULL;
+    list_remove(l, r, link);
     l->count--;
     l->bytes -= r->size;
 }

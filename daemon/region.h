@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include "backing.h"
+#include "list.h"
 
 #define REGION_UNOWNED ((uid_t)-1) /* never lent: any uid may get it */
 
@@ -30,7 +31,7 @@ struct region {
     struct proc *holder;    /* while lent */
     int lent_clean;         /* was all zero when lent (REGIONS flag CLEAN) */
     uint64_t idle_since_ms; /* when it entered the pool */
-    struct region *prev, *next; /* in a pool list or the holder's lease list */
+    LIST_LINK(struct region) link; /* in a pool list or the holder's lease list */
     struct region *id_next;     /* id table chain */
 };
 

@@ -4,6 +4,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "stats.h"
+
+#include "prepare.h"
 #include "server.h"
 #include "zkn_proto.h"
 
@@ -77,7 +80,8 @@ static json_t *clients_json(const struct server *s, uid_t asker, int limit, int 
     int n = 0;
     int all = asker == 0 || asker == geteuid();
     *omitted = 0;
-    for (const struct proc *p = s->procs; p; p = p->next) {
+    const struct proc *p;
+    list_for_each(p, &s->procs, link) {
         if (p->dead || (!all && p->uid != asker))
             continue;
         if (n++ >= limit) {

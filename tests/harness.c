@@ -211,7 +211,7 @@ int zkn_test_daemon_start_at(struct zkn_test_daemon *d, const char *sock,
     if (d->pid == 0) {
         if (!getenv("ZKN_TEST_DAEMON_VERBOSE")) {
             /* Keep test output readable; warnings still reach stderr. */
-            setenv("ZKN_LOG_LEVEL", "warn", 0);
+            setenv("ZK_NALLOC_LOG_LEVEL", "warn", 0);
         }
         execv(bin, (char *const *)argv);
         fprintf(stderr, "harness: exec %s: %s\n", bin, strerror(errno));

@@ -657,10 +657,10 @@ START_TEST(prewarm_trim_and_pressure)
     char path[64];
     snprintf(path, sizeof path, "%s/p", fifo);
     ck_assert_int_eq(mkfifo(path, 0600), 0);
-    setenv("ZKN_PSI_SOURCE", path, 1);
+    setenv("ZK_NALLOC_PSI_SOURCE", path, 1);
     const char *args[] = {"--prewarm", "4M=3", "--low-watermark", "4M", NULL};
     ck_assert_int_eq(zkn_test_daemon_start(&daemon_, args), 0);
-    unsetenv("ZKN_PSI_SOURCE");
+    unsetenv("ZK_NALLOC_PSI_SOURCE");
     wait_stat("pool", "clean_bytes", 12 * MIB);
 
     /* Prewarmed regions are zero and resident. */

@@ -188,7 +188,7 @@ static void exec_daemon(const struct spawn *sp)
             close(fd);
         }
     }
-    setenv("ZKN_LOG_LEVEL", sp->log_level ? sp->log_level : "warn", 1);
+    setenv("ZK_NALLOC_LOG_LEVEL", sp->log_level ? sp->log_level : "warn", 1);
     if (sp->knob)
         putenv((char *)sp->knob);
     if (sp->store && sp->store->n) {
@@ -663,7 +663,7 @@ START_TEST(no_pidfd_forgets_instead_of_reusing)
 {
     struct tmp t;
     tmp_make(&t);
-    struct spawn sp = {.sock = t.sock, .knob = "ZKND_TEST_NO_PIDFD=1", .log_path = t.log};
+    struct spawn sp = {.sock = t.sock, .knob = "ZK_NALLOC_TEST_NO_PIDFD=1", .log_path = t.log};
     struct spawned d = spawn_daemon(&sp);
     ino_t ino;
     int go;
@@ -681,7 +681,7 @@ START_TEST(no_pidfd_return_forgets)
 {
     struct tmp t;
     tmp_make(&t);
-    struct spawn sp = {.sock = t.sock, .knob = "ZKND_TEST_NO_PIDFD=1", .log_path = t.log};
+    struct spawn sp = {.sock = t.sock, .knob = "ZK_NALLOC_TEST_NO_PIDFD=1", .log_path = t.log};
     struct spawned d = spawn_daemon(&sp);
     int s = zkn_test_connect(t.sock);
     ck_assert_int_eq(zkn_test_hello(s, NULL), 0);

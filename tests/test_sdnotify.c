@@ -1,13 +1,18 @@
 /* The in-tree systemd helper (daemon/sdnotify.c): readiness and status reach a
  * notify socket, fds sent with FDSTORE=1 arrive, and LISTEN_FDS/LISTEN_PID/
- * LISTEN_FDNAMES are parsed as systemd means them.
- *
- * The Makefile links test suites with the proto objects and the harness only
- * (the daemon has its own main()), so the helper is compiled into this suite
- * directly: it is one self-contained file with no daemon dependencies. */
-#include "../daemon/sdnotify.c"
+ * LISTEN_FDNAMES are parsed as systemd means them. Linked with the daemon's
+ * library (libzknd.a). */
+#include "sdnotify.h"
 
 #include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/mman.h>

@@ -125,7 +125,7 @@ static pid_t spawn_with_fds(const char *sock, const int *fds, size_t n, const ch
     snprintf(num, sizeof num, "%d", (int)getpid());
     setenv("LISTEN_PID", num, 1);
     setenv("LISTEN_FDNAMES", names, 1);
-    setenv("ZKN_LOG_LEVEL", "warn", 1);
+    setenv("ZK_NALLOC_LOG_LEVEL", "warn", 1);
     const char *argv[] = {zkn_test_build_path("zknallocd"), "--socket", sock, NULL};
     execv(argv[0], (char *const *)argv);
     _exit(127);
@@ -282,7 +282,7 @@ START_TEST(socket_activation)
     if (pid == 0) {
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 2);
-        setenv("ZKN_LOG_LEVEL", "warn", 1);
+        setenv("ZK_NALLOC_LOG_LEVEL", "warn", 1);
         execl("/usr/bin/systemd-socket-activate", "systemd-socket-activate", "--seqpacket",
               "-l", sock, zkn_test_build_path("zknallocd"), "--socket", sock, (char *)NULL);
         _exit(127);

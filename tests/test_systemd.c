@@ -441,7 +441,7 @@ START_TEST(socket_activation_serves_clients)
          * passes on only the environment named with -E. */
         dup2(log, 2);
         execlp("systemd-socket-activate", "systemd-socket-activate", "--seqpacket", "-l", sock,
-               "-E", "ZKN_LOG_LEVEL=warn", bin, "--socket", sock, (char *)NULL);
+               "-E", "ZK_NALLOC_LOG_LEVEL=warn", bin, "--socket", sock, (char *)NULL);
         _exit(127);
     }
     activation_log = log;
