@@ -15,6 +15,8 @@
 
 #include "wire.h"
 
+volatile sig_atomic_t ctl_stop; /* set by watch's signal handler */
+
 __attribute__((format(printf, 3, 4))) static int fail(struct ctl_conn *c, int status,
                                                       const char *fmt, ...)
 {

@@ -20,7 +20,6 @@
 #define ZKN_VERSION "unknown"
 #endif
 
-volatile sig_atomic_t ctl_stop;
 
 static void report(const struct ctl_conn *c, const struct ctl_target *t, int status)
 {
