@@ -3,8 +3,10 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -103,10 +105,25 @@ struct region *pool_take(struct pool *p, uid_t uid, int size_class, int want_zer
 
 /* ---- worker jobs ---- */
 
+/* Zeroing and preparing use a core only when it is idle: at normal priority
+ * the workers competed with the provers on a 2-core machine, and with the
+ * loop thread, whose LEND answers then came after the client's 10 ms wait. */
+static void lower_this_worker(void)
+{
+    static _Thread_local int lowered;
+    if (lowered)
+        return;
+    lowered = 1;
+    struct sched_param none = {0};
+    if (sched_setscheduler(0, SCHED_IDLE, &none) != 0) /* 0: this thread */
+        (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
+}
+
 static void job_work(uv_work_t *req)
 {
     struct job *j = req->data;
     struct pool *p = j->pool;
+    lower_this_worker();
     if (j->kind == JOB_ZERO) {
         j->err = backing_zero(p->backing, j->r->fd, j->r->map, j->r->size);
         return;
