@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "zknalloc.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -553,8 +554,7 @@ END_TEST
 static Suite *arena_suite(void)
 {
     Suite *s = suite_create("client_arena");
-    TCase *tc = tcase_create("arena");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = zkn_test_tcase(s, "arena", 60);
     tcase_add_test(tc, test_create_refuses_bad_capacity);
     tcase_add_test(tc, test_capacity_and_used);
     tcase_add_test(tc, test_alignment_every_power_of_two);
@@ -574,15 +574,7 @@ static Suite *arena_suite(void)
     tcase_add_test(tc, test_asan_poisoning);
     tcase_add_test(tc, test_asan_use_after_reset_caught);
 #endif
-    suite_add_tcase(s, tc);
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(arena_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_CLIENT_MAIN(arena_suite)

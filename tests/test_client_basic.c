@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "sizeclass.h"
 #include "zknalloc.h"
 
@@ -553,6 +554,10 @@ START_TEST(fork_writes_stay_apart)
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     zkn_free(p);
+    for (int i = 0; i < 2; i++) {
+        close(to_child[i]);
+        close(to_parent[i]);
+    }
 }
 END_TEST
 
@@ -760,9 +765,8 @@ END_TEST
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_basic");
-    TCase *t = tcase_create("no_daemon");
+    TCase *t = zkn_test_tcase(s, "no_daemon", 60);
     tcase_add_checked_fixture(t, no_daemon, NULL);
-    tcase_set_timeout(t, 60);
     tcase_add_test(t, small_requests_go_to_libc);
     tcase_add_test(t, contents_survive);
     tcase_add_test(t, usable_size_is_the_class);
@@ -792,15 +796,7 @@ static Suite *suite(void)
     tcase_add_test(t, small_window_under_a_limit);
     tcase_add_test(t, show_stats_at_exit);
     tcase_add_test(t, no_fd_leaks);
-    suite_add_tcase(s, t);
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_CLIENT_MAIN(suite)

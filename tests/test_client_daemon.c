@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "sizeclass.h"
 #include "zknalloc.h"
 
@@ -623,9 +624,8 @@ END_TEST
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_daemon");
-    TCase *t = tcase_create("daemon");
+    TCase *t = zkn_test_tcase(s, "daemon", 60);
     tcase_add_checked_fixture(t, start_daemon, stop_daemon);
-    tcase_set_timeout(t, 60);
     tcase_add_test(t, large_blocks_come_from_the_daemon);
     tcase_add_test(t, small_classes_are_lent_in_batches);
     tcase_add_test(t, calloc_zero_on_daemon_regions);
@@ -641,15 +641,7 @@ static Suite *suite(void)
     tcase_add_test(t, no_fd_leaks_with_daemon);
     tcase_add_test(t, refusals_fall_back_quietly);
     tcase_add_test(t, soften_gives_daemon_regions_back);
-    suite_add_tcase(s, t);
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_CLIENT_MAIN(suite)

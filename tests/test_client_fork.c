@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "zknalloc.h"
 
 #define MiB ((size_t)1 << 20)
@@ -298,24 +299,15 @@ END_TEST
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_fork");
-    TCase *t = tcase_create("fork");
+    TCase *t = zkn_test_tcase(s, "fork", 60);
     tcase_add_checked_fixture(t, start_daemon, stop_daemon);
-    tcase_set_timeout(t, 60);
     tcase_add_test(t, fork_snapshots_are_exact_while_a_thread_writes);
     tcase_add_test(t, a_region_a_child_may_map_is_never_reused);
     tcase_add_test(t, underscore_fork_child_cannot_reach_the_parents_block);
     tcase_add_test(t, raw_clone_child_cannot_reach_the_parents_block);
     tcase_add_test(t, orphaned_helper_never_writes_into_another_process);
     tcase_add_test(t, posix_spawn_and_system_still_work);
-    suite_add_tcase(s, t);
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_CLIENT_MAIN(suite)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "zknalloc.h"
 
 #define MiB ((size_t)1 << 20)
@@ -192,21 +193,12 @@ END_TEST
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_nowait");
-    TCase *t = tcase_create("nowait");
+    TCase *t = zkn_test_tcase(s, "nowait", 60);
     tcase_add_checked_fixture(t, start_daemon, stop_daemon);
-    tcase_set_timeout(t, 60);
     tcase_add_test(t, a_stopped_daemon_never_stalls_the_client);
     tcase_add_test(t, fork_and_release_do_not_wait_for_another_threads_lend);
     tcase_add_test(t, a_daemon_stopped_before_the_first_request_costs_one_short_wait);
-    suite_add_tcase(s, t);
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_CLIENT_MAIN(suite)

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "sizeclass.h"
 #include "zknalloc.h"
 
@@ -386,24 +387,15 @@ END_TEST
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_preload");
-    TCase *t = tcase_create("preload");
+    TCase *t = zkn_test_tcase(s, "preload", 60);
     tcase_add_unchecked_fixture(t, setup, teardown);
-    tcase_set_timeout(t, 60);
     tcase_add_test(t, dropin_serves_this_process);
     tcase_add_test(t, python3_preloaded);
     tcase_add_test(t, python3_preloaded_with_daemon_and_fork);
     tcase_add_test(t, sqlite3_preloaded);
     tcase_add_test(t, git_preloaded);
     tcase_add_test(t, sort_preloaded);
-    suite_add_tcase(s, t);
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_CLIENT_MAIN(suite)

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "zknalloc.h"
 
 static size_t ps;
@@ -634,9 +635,10 @@ END_TEST
 
 static Suite *secret_suite(void)
 {
+    long p = sysconf(_SC_PAGESIZE);
+    ps = p > 0 ? (size_t)p : 4096;
     Suite *s = suite_create("client_secret");
-    TCase *tc = tcase_create("secret");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = zkn_test_tcase(s, "secret", 60);
     tcase_add_test(tc, test_bad_sizes);
     tcase_add_loop_test(tc, test_backing_reported, 0, 2);
     tcase_add_loop_test(tc, test_basic, 0, 2);
@@ -651,17 +653,7 @@ static Suite *secret_suite(void)
     tcase_add_loop_test(tc, test_many, 0, 2);
     tcase_add_loop_test(tc, test_not_from_daemon, 0, 2);
     tcase_add_loop_test(tc, test_fork_while_threads_churn, 0, 2);
-    suite_add_tcase(s, tc);
     return s;
 }
 
-int main(void)
-{
-    long p = sysconf(_SC_PAGESIZE);
-    ps = p > 0 ? (size_t)p : 4096;
-    SRunner *sr = srunner_create(secret_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_CLIENT_MAIN(secret_suite)

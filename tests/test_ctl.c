@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "sizeclass.h"
 #include "wire.h"
 
@@ -612,8 +613,7 @@ END_TEST
 static Suite *ctl_suite(void)
 {
     Suite *s = suite_create("zknallocctl");
-    TCase *real = tcase_create("real_daemon");
-    tcase_set_timeout(real, 30);
+    TCase *real = zkn_test_tcase(s, "real_daemon", 30);
     tcase_add_unchecked_fixture(real, start_daemon, stop_daemon);
     tcase_add_test(real, ping_real);
     tcase_add_test(real, stats_json_real);
@@ -623,9 +623,7 @@ static Suite *ctl_suite(void)
     tcase_add_test(real, watch_ends_on_sigint);
     tcase_add_test(real, version_real);
     tcase_add_test(real, unreachable_permission);
-    suite_add_tcase(s, real);
-    TCase *bad = tcase_create("failures");
-    tcase_set_timeout(bad, 30);
+    TCase *bad = zkn_test_tcase(s, "failures", 30);
     tcase_add_test(bad, unreachable_no_socket);
     tcase_add_test(bad, version_without_daemon);
     tcase_add_test(bad, unreachable_stale_socket);
@@ -634,15 +632,7 @@ static Suite *ctl_suite(void)
     tcase_add_test(bad, daemon_errors_exit_3);
     tcase_add_test(bad, wrong_socket_type_exit_3);
     tcase_add_test(bad, watch_survives_a_restart);
-    suite_add_tcase(s, bad);
     return s;
 }
 
-int main(void)
-{
-    SRunner *r = srunner_create(ctl_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_MAIN(ctl_suite)

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "sizeclass.h"
 #include "wire.h"
 
@@ -834,8 +835,7 @@ END_TEST
 static Suite *daemon_suite(void)
 {
     Suite *s = suite_create("daemon");
-    TCase *tc = tcase_create("daemon");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = zkn_test_tcase(s, "daemon", 60);
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, hello_and_sealed_region);
     tcase_add_test(tc, warm_region_comes_back_resident);
@@ -855,15 +855,7 @@ static Suite *daemon_suite(void)
     tcase_add_test(tc, uid_partition);
     tcase_add_test(tc, second_daemon_refused_stale_socket_replaced);
     tcase_add_test(tc, cli_usage_errors);
-    suite_add_tcase(s, tc);
     return s;
 }
 
-int main(void)
-{
-    SRunner *r = srunner_create(daemon_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
-}
+ZKN_TEST_MAIN(daemon_suite)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "sizeclass.h"
 #include "wire.h"
 
@@ -590,8 +591,7 @@ END_TEST
 static Suite *lend_suite(void)
 {
     Suite *s = suite_create("daemon_lend");
-    TCase *tc = tcase_create("lend");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = zkn_test_tcase(s, "lend", 60);
     tcase_add_checked_fixture(tc, NULL, teardown);
     tcase_add_test(tc, cold_lend_is_not_warm_at_once_then_served);
     tcase_add_test(tc, batch_miss_learns_target);
@@ -603,15 +603,7 @@ static Suite *lend_suite(void)
     tcase_add_test(tc, return_with_unknown_flags_is_malformed);
     tcase_add_test(tc, client_cap_holds_over_concurrent_connections);
     tcase_add_test(tc, global_lent_cap_over_two_processes);
-    suite_add_tcase(s, tc);
     return s;
 }
 
-int main(void)
-{
-    SRunner *r = srunner_create(lend_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
-}
+ZKN_TEST_MAIN(lend_suite)

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "wire.h"
 
 #define KIB64 65536u
@@ -909,11 +910,10 @@ START_TEST(fdstore_restore_respects_the_cap)
 }
 END_TEST
 
-int main(void)
+static Suite *make_suite(void)
 {
     Suite *s = suite_create("daemon_lifecycle");
-    TCase *tc = tcase_create("lifecycle");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = zkn_test_tcase(s, "lifecycle", 60);
     tcase_add_test(tc, stop_keeps_live_leases);
     tcase_add_test(tc, fdstore_names_unique_removed_and_trimmed);
     tcase_add_test(tc, fdstore_never_crosses_uids);
@@ -924,10 +924,7 @@ int main(void)
     tcase_add_test(tc, stats_clients_per_uid);
     tcase_add_test(tc, config_error_logged_as_error_and_final);
     tcase_add_test(tc, fdstore_restore_respects_the_cap);
-    suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return s;
 }
+
+ZKN_TEST_MAIN(make_suite)

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 
 #include "harness.h"
+#include "runner.h"
 
 /* A datagram socket playing systemd's side of NOTIFY_SOCKET. */
 struct notify_rx {
@@ -426,29 +427,20 @@ END_TEST
 static Suite *sdnotify_suite(void)
 {
     Suite *s = suite_create("sdnotify");
-    TCase *n = tcase_create("notify");
+    TCase *n = zkn_test_tcase(s, "notify", 0);
     tcase_add_test(n, no_notify_socket_is_a_noop);
     tcase_add_test(n, ready_and_status_reach_a_path_socket);
     tcase_add_test(n, abstract_address);
     tcase_add_test(n, bad_addresses_fail_cleanly);
     tcase_add_test(n, fdstore_fds_arrive);
     tcase_add_test(n, many_fds_are_split_into_batches);
-    suite_add_tcase(s, n);
-    TCase *l = tcase_create("listen_fds");
+    TCase *l = zkn_test_tcase(s, "listen_fds", 0);
     tcase_add_test(l, listen_fds_right_pid_with_names);
     tcase_add_test(l, listen_fds_wrong_pid);
     tcase_add_test(l, listen_fds_absent);
     tcase_add_test(l, listen_fds_default_names);
     tcase_add_test(l, listen_fds_malformed);
-    suite_add_tcase(s, l);
     return s;
 }
 
-int main(void)
-{
-    SRunner *r = srunner_create(sdnotify_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_MAIN(sdnotify_suite)

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "sizeclass.h"
 #include "wire.h"
 
@@ -312,19 +313,15 @@ START_TEST(socket_activation)
 }
 END_TEST
 
-int main(void)
+static Suite *make_suite(void)
 {
     Suite *s = suite_create("service");
-    TCase *tc = tcase_create("service");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = zkn_test_tcase(s, "service", 60);
     tcase_add_test(tc, ready_and_status);
     tcase_add_test(tc, warm_restart_through_fd_store);
     tcase_add_test(tc, bogus_stored_fds_are_dropped);
     tcase_add_test(tc, socket_activation);
-    suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return s;
 }
+
+ZKN_TEST_MAIN(make_suite)
