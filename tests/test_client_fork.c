@@ -22,24 +22,13 @@
 
 static struct zkn_test_daemon daemon_;
 
-static void kill_daemon_at_exit(void)
-{
-    zkn_test_daemon_kill(&daemon_);
-    zkn_test_daemon_cleanup(&daemon_);
-}
-
 static void start_daemon(void)
 {
     static const char *const args[] = {"--prewarm", "64M=2", "--prewarm", "16M=8", NULL};
-    ck_assert_msg(zkn_test_daemon_start(&daemon_, args) == 0, "cannot start zknallocd");
-    atexit(kill_daemon_at_exit);
+    zkn_test_daemon_up(&daemon_, NULL, args);
 }
 
-static void stop_daemon(void)
-{
-    zkn_test_daemon_stop(&daemon_);
-    zkn_test_daemon_cleanup(&daemon_);
-}
+static void stop_daemon(void) { zkn_test_daemon_down(&daemon_); }
 
 static uint64_t leased(void)
 {
@@ -120,7 +109,8 @@ START_TEST(fork_snapshots_are_exact_while_a_thread_writes)
         ck_assert_int_eq(waitpid(pid, &st, 0), pid);
         ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
                       "round %d: the child saw a torn snapshot (status %#x)", round, st);
-        ck_assert_msg(zkn_test_all_byte(other, 16 * MiB, 'O'), "a child's write reached the parent");
+        ck_assert_msg(zkn_test_all_byte(other, 16 * MiB, 'O'),
+                      "a child's write reached the parent");
     }
     atomic_store(&wr.stop, 1);
     pthread_join(t, NULL);

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "client_helpers.h"
 #include "harness.h"
 #include "runner.h"
 #include "zknalloc.h"
@@ -17,44 +18,23 @@
 
 static struct zkn_test_daemon daemon_;
 
-static void kill_daemon_at_exit(void)
-{
-    if (daemon_.pid > 0)
-        kill(daemon_.pid, SIGCONT);
-    zkn_test_daemon_kill(&daemon_);
-    zkn_test_daemon_cleanup(&daemon_);
-}
-
 static void start_daemon(void)
 {
     static const char *const args[] = {"--prewarm", "4M=8", NULL};
     /* A small cache, so that requests keep reaching the daemon. */
     setenv("ZK_NALLOC_CACHE_BYTES", "1M", 1);
-    ck_assert_msg(zkn_test_daemon_start(&daemon_, args) == 0, "cannot start zknallocd");
-    atexit(kill_daemon_at_exit);
+    zkn_test_daemon_up(&daemon_, NULL, args);
 }
 
-static void stop_daemon(void)
-{
-    kill(daemon_.pid, SIGCONT);
-    zkn_test_daemon_stop(&daemon_);
-    zkn_test_daemon_cleanup(&daemon_);
-}
-
-static struct zkn_stats stats(void)
-{
-    struct zkn_stats s;
-    zkn_stats(&s);
-    return s;
-}
+static void stop_daemon(void) { zkn_test_daemon_down(&daemon_); }
 
 /* Allocates size-byte blocks until one comes from the daemon; 1 if within ms. */
 static int daemon_serves(size_t size, int ms)
 {
     for (double end = zkn_test_now_ms() + ms; zkn_test_now_ms() < end;) {
-        uint64_t before = stats().bytes_leased;
+        uint64_t before = zkn_test_lib_stats().bytes_leased;
         void *p = zkn_malloc(size);
-        int lent = stats().bytes_leased >= before + size;
+        int lent = zkn_test_lib_stats().bytes_leased >= before + size;
         zkn_free(p);
         if (lent)
             return 1;
@@ -96,14 +76,14 @@ START_TEST(a_stopped_daemon_never_stalls_the_client)
             cont_at = now;
         }
         size_t size = (2 + rand_r(&seed) % 47) * MiB;
-        uint64_t before = stats().bytes_leased;
+        uint64_t before = zkn_test_lib_stats().bytes_leased;
         double t0 = zkn_test_now_ms();
         unsigned char *p = zkn_malloc(size);
         double t1 = zkn_test_now_ms();
         ck_assert_ptr_nonnull(p);
         p[0] = 1;
         p[size - 1] = 1;
-        if (stopped == 2 && stats().bytes_leased >= before + size)
+        if (stopped == 2 && zkn_test_lib_stats().bytes_leased >= before + size)
             served_after++;
         double t2 = zkn_test_now_ms();
         zkn_free(p);
@@ -184,7 +164,7 @@ START_TEST(a_daemon_stopped_before_the_first_request_costs_one_short_wait)
     }
     kill(daemon_.pid, SIGCONT);
     ck_assert_msg(worst < 50, "one malloc took %.1f ms", worst);
-    ck_assert_uint_ge(stats().fallbacks, 1);
+    ck_assert_uint_ge(zkn_test_lib_stats().fallbacks, 1);
     /* The HELLO answered late completes the session: the daemon serves again. */
     ck_assert(daemon_serves(4 * MiB, 5000));
 }

@@ -150,14 +150,6 @@ static int has_flag(const char *flags, const char *flag)
     return 0;
 }
 
-static int all_zero(const unsigned char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i])
-            return 0;
-    return 1;
-}
-
 /* Forks; the child writes one byte at p and exits 0 if it survives.
  * Returns the wait status. */
 static int status_of_write(volatile unsigned char *p)
@@ -185,22 +177,12 @@ static int status_of_write(volatile unsigned char *p)
 
 START_TEST(test_bad_sizes)
 {
-    errno = 0;
-    ck_assert_ptr_null(zkn_secret_new(0));
-    ck_assert_int_eq(errno, EINVAL);
-    errno = 0;
-    ck_assert_ptr_null(zkn_secret_new(SIZE_MAX));
-    ck_assert_int_eq(errno, EINVAL);
-    errno = 0;
-    ck_assert_ptr_null(zkn_secret_new(SIZE_MAX - ps));
-    ck_assert_int_eq(errno, EINVAL);
-    errno = 0;
-    ck_assert_ptr_null(zkn_secret_new((size_t)PTRDIFF_MAX));
-    ck_assert_int_eq(errno, EINVAL);
+    zkn_test_assert_null_errno(zkn_secret_new(0), EINVAL);
+    zkn_test_assert_null_errno(zkn_secret_new(SIZE_MAX), EINVAL);
+    zkn_test_assert_null_errno(zkn_secret_new(SIZE_MAX - ps), EINVAL);
+    zkn_test_assert_null_errno(zkn_secret_new((size_t)PTRDIFF_MAX), EINVAL);
     /* Fits the arithmetic, not the machine: refused, not attempted. */
-    errno = 0;
-    ck_assert_ptr_null(zkn_secret_new((size_t)1 << 46));
-    ck_assert_int_eq(errno, ENOMEM);
+    zkn_test_assert_null_errno(zkn_secret_new((size_t)1 << 46), ENOMEM);
     /* NULL is tolerated. */
     zkn_secret_free(NULL);
     ck_assert_ptr_null(zkn_secret_data(NULL));
@@ -235,7 +217,7 @@ START_TEST(test_basic)
         ck_assert_uint_eq(zkn_secret_len(s), lens[k]);
         ck_assert_uint_eq((uintptr_t)d % 64, 0);
         ck_assert_uint_eq(((uintptr_t)d + round_up(lens[k], 64)) % ps, 0);
-        ck_assert(all_zero(d, lens[k]));
+        ck_assert(zkn_test_all_byte(d, lens[k], 0));
         memset(d, 0xc3, lens[k]);
         ck_assert_uint_eq(d[lens[k] - 1], 0xc3);
         zkn_secret_free(s);
@@ -376,7 +358,8 @@ START_TEST(test_fork_child_sees_zeros)
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        if (!all_zero(d, zkn_secret_len(s)) || !all_zero(e, zkn_secret_len(t)))
+        if (!zkn_test_all_byte(d, zkn_secret_len(s), 0) ||
+            !zkn_test_all_byte(e, zkn_secret_len(t), 0))
             _exit(1);
         char head[512], flags[512];
         if (mapping_of(d, head, sizeof head, flags, sizeof flags) != 0 || !has_flag(flags, "lo") ||
@@ -532,7 +515,7 @@ START_TEST(test_many)
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         for (int i = 0; i < N; i++)
-            if (s[i] && !all_zero(zkn_secret_data(s[i]), zkn_secret_len(s[i])))
+            if (s[i] && !zkn_test_all_byte(zkn_secret_data(s[i]), zkn_secret_len(s[i]), 0))
                 _exit(1);
         for (int i = 0; i < N; i++)
             zkn_secret_free(s[i]);
@@ -614,7 +597,7 @@ START_TEST(test_fork_while_threads_churn)
         if (pid == 0) {
             /* The one this thread owns is reachable and zero; the
              * churning threads' are gone with them. */
-            _exit(all_zero(zkn_secret_data(mine), 10000) ? 0 : 1);
+            _exit(zkn_test_all_byte(zkn_secret_data(mine), 10000, 0) ? 0 : 1);
         }
         int st;
         ck_assert_int_eq(waitpid(pid, &st, 0), pid);
