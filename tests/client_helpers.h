@@ -4,6 +4,7 @@
 #define ZKN_TEST_CLIENT_HELPERS_H
 
 #include <check.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -57,6 +58,30 @@ static inline void *zkn_test_churn(unsigned seed, size_t min, size_t spread, uns
             return (void *)(uintptr_t)err;
     }
     return NULL;
+}
+
+/* Joins n threads; each must return NULL (else its error, a pointer-sized
+ * int, fails the test). */
+static inline void zkn_test_join_all(const pthread_t *t, int n)
+{
+    for (int i = 0; i < n; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        ck_assert_msg(r == NULL, "thread %d: error %d", i, (int)(uintptr_t)r);
+    }
+}
+
+/* rounds of zkn_soften_cache (even rounds) and zkn_release_cache (odd ones,
+ * which take regions out of other threads' caches), ms apart. */
+static inline void zkn_test_release_and_soften(int rounds, long ms)
+{
+    for (int k = 0; k < rounds; k++) {
+        if (k & 1)
+            zkn_release_cache();
+        else
+            zkn_soften_cache();
+        zkn_test_sleep_ms(ms);
+    }
 }
 
 #endif

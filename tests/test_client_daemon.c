@@ -405,11 +405,7 @@ START_TEST(threads_share_daemon_regions)
     pthread_t t[T];
     for (int i = 0; i < T; i++)
         pthread_create(&t[i], NULL, churn, (void *)(uintptr_t)(i + 1));
-    for (int i = 0; i < T; i++) {
-        void *r;
-        pthread_join(t[i], &r);
-        ck_assert_msg(r == NULL, "thread %d failed: %d", i, (int)(uintptr_t)r);
-    }
+    zkn_test_join_all(t, T);
     struct zkn_stats s = zkn_test_lib_stats();
     ck_assert_uint_eq(s.bytes_live, 0);
     ck_assert_uint_gt(s.daemon_lends, 0);
@@ -482,18 +478,8 @@ START_TEST(release_while_threads_use_daemon_regions)
     pthread_t t[T];
     for (int i = 0; i < T; i++)
         pthread_create(&t[i], NULL, churn, (void *)(uintptr_t)(i + 40));
-    for (int k = 0; k < 100; k++) {
-        if (k & 1)
-            zkn_release_cache();
-        else
-            zkn_soften_cache();
-        zkn_test_sleep_ms(2);
-    }
-    for (int i = 0; i < T; i++) {
-        void *r;
-        pthread_join(t[i], &r);
-        ck_assert_msg(r == NULL, "thread %d failed: %d", i, (int)(uintptr_t)r);
-    }
+    zkn_test_release_and_soften(100, 2);
+    zkn_test_join_all(t, T);
     zkn_release_cache();
     struct zkn_stats s = zkn_test_lib_stats();
     ck_assert_uint_eq(s.bytes_leased, 0);
