@@ -1,6 +1,7 @@
 /* See harness.h. */
 #include "harness.h"
 
+#include <check.h>
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
@@ -11,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -189,6 +191,16 @@ static int ping(const char *path)
     return ok;
 }
 
+int zkn_test_wait_ping(const char *sock_path)
+{
+    for (int i = 0; i < 500; i++) {
+        if (ping(sock_path))
+            return 0;
+        zkn_test_sleep_ms(10);
+    }
+    return -1;
+}
+
 int zkn_test_daemon_start_at(struct zkn_test_daemon *d, const char *sock,
                              const char *const *extra_args)
 {
@@ -279,6 +291,8 @@ void zkn_test_fill(void *p, size_t n, uint64_t seed)
     uint64_t *w = p;
     for (size_t i = 0; i < n / 8; i++)
         w[i] = seed ^ (i * 0x9e3779b97f4a7c15ull);
+    for (size_t i = n / 8 * 8; i < n; i++)
+        ((unsigned char *)p)[i] = (unsigned char)(seed + i);
 }
 
 int zkn_test_check_fill(const void *p, size_t n, uint64_t seed)
@@ -286,6 +300,9 @@ int zkn_test_check_fill(const void *p, size_t n, uint64_t seed)
     const uint64_t *w = p;
     for (size_t i = 0; i < n / 8; i++)
         if (w[i] != (seed ^ (i * 0x9e3779b97f4a7c15ull)))
+            return 0;
+    for (size_t i = n / 8 * 8; i < n; i++)
+        if (((const unsigned char *)p)[i] != (unsigned char)(seed + i))
             return 0;
     return 1;
 }
@@ -304,6 +321,17 @@ void zkn_test_sleep_ms(long ms)
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
+}
+
+size_t zkn_test_read_all(int fd, char *buf, size_t cap)
+{
+    size_t got = 0;
+    ssize_t n;
+    while (got < cap - 1 && (n = read(fd, buf + got, cap - 1 - got)) > 0)
+        got += (size_t)n;
+    buf[got] = '\0';
+    close(fd);
+    return got;
 }
 
 double zkn_test_now_ms(void)
@@ -327,4 +355,197 @@ int zkn_test_daemon_wait_clean(const char *sock, uint64_t clean_bytes, int timeo
     fprintf(stderr, "harness: %s never held %llu clean bytes\n", sock,
             (unsigned long long)clean_bytes);
     return -1;
+}
+
+static struct zkn_test_daemon *at_exit_[8];
+
+static void kill_daemons_at_exit(void)
+{
+    for (size_t i = 0; i < sizeof at_exit_ / sizeof *at_exit_; i++) {
+        struct zkn_test_daemon *d = at_exit_[i];
+        if (!d)
+            continue;
+        if (d->pid > 0)
+            kill(d->pid, SIGCONT);
+        zkn_test_daemon_kill(d);
+        zkn_test_daemon_cleanup(d);
+    }
+}
+
+void zkn_test_daemon_kill_at_exit(struct zkn_test_daemon *d)
+{
+    static int registered;
+    size_t free_slot = sizeof at_exit_ / sizeof *at_exit_;
+    for (size_t i = 0; i < sizeof at_exit_ / sizeof *at_exit_; i++) {
+        if (at_exit_[i] == d)
+            return;
+        if (!at_exit_[i] && free_slot == sizeof at_exit_ / sizeof *at_exit_)
+            free_slot = i;
+    }
+    ck_assert_msg(free_slot < sizeof at_exit_ / sizeof *at_exit_, "too many daemons to kill");
+    at_exit_[free_slot] = d;
+    if (!registered++)
+        atexit(kill_daemons_at_exit);
+}
+
+void zkn_test_daemon_up(struct zkn_test_daemon *d, const char *path, const char *const *args)
+{
+    int rc = path ? zkn_test_daemon_start_at(d, path, args) : zkn_test_daemon_start(d, args);
+    ck_assert_msg(rc == 0, "cannot start zknallocd (%s)", zkn_test_build_path("zknallocd"));
+    zkn_test_daemon_kill_at_exit(d);
+}
+
+void zkn_test_daemon_down(struct zkn_test_daemon *d)
+{
+    if (d->pid > 0) {
+        kill(d->pid, SIGCONT);
+        zkn_test_daemon_stop(d);
+    }
+    zkn_test_daemon_cleanup(d);
+}
+
+int zkn_test_session(const char *sock_path, uint32_t *backing)
+{
+    struct zkn_hello_ok ok;
+    int s = zkn_test_connect(sock_path);
+    ck_assert_int_ge(s, 0);
+    ck_assert_int_eq(zkn_test_hello(s, &ok), 0);
+    if (backing)
+        *backing = ok.backing;
+    return s;
+}
+
+json_t *zkn_test_stats(const char *sock_path)
+{
+    char *text = zkn_test_stats_json(sock_path);
+    ck_assert_ptr_nonnull(text);
+    json_error_t err;
+    json_t *j = json_loads(text, 0, &err);
+    ck_assert_msg(j != NULL, "stats is not JSON: %s", err.text);
+    free(text);
+    return j;
+}
+
+json_int_t zkn_test_stat_int(json_t *j, const char *section, const char *key)
+{
+    json_t *v = json_object_get(j, section);
+    if (key)
+        v = json_object_get(v, key);
+    ck_assert_msg(json_is_integer(v), "stats lacks %s.%s", section, key ? key : "");
+    return json_integer_value(v);
+}
+
+json_int_t zkn_test_class_int(json_t *j, int cls, const char *key)
+{
+    json_t *classes = json_object_get(j, "classes"), *c;
+    size_t i;
+    json_array_foreach(classes, i, c) {
+        if (json_integer_value(json_object_get(c, "class")) != cls)
+            continue;
+        json_t *v = json_object_get(c, key);
+        ck_assert_msg(json_is_integer(v), "stats lacks classes[%d].%s", cls, key);
+        return json_integer_value(v);
+    }
+    return 0;
+}
+
+/* Polls until get() == want: section.key, or classes[cls].key when section is NULL. */
+static void wait_json(const char *sock_path, const char *section, int cls, const char *key,
+                      json_int_t want)
+{
+    json_int_t got = -1;
+    for (int i = 0; i < 500; i++) {
+        json_t *j = zkn_test_stats(sock_path);
+        got = section ? zkn_test_stat_int(j, section, key) : zkn_test_class_int(j, cls, key);
+        json_decref(j);
+        if (got == want)
+            return;
+        zkn_test_sleep_ms(10);
+    }
+    if (section)
+        ck_abort_msg("%s.%s stayed %lld, expected %lld", section, key, (long long)got,
+                     (long long)want);
+    ck_abort_msg("classes[%d].%s stayed %lld, expected %lld", cls, key, (long long)got,
+                 (long long)want);
+}
+
+void zkn_test_wait_stat(const char *sock_path, const char *section, const char *key,
+                        json_int_t want)
+{
+    wait_json(sock_path, section, 0, key, want);
+}
+
+void zkn_test_wait_class(const char *sock_path, int cls, const char *key, json_int_t want)
+{
+    wait_json(sock_path, NULL, cls, key, want);
+}
+
+void zkn_test_notify_open(struct zkn_test_notify *n, int passcred)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    int one = 1;
+    snprintf(n->dir, sizeof n->dir, "/tmp/zkn-notify-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(n->dir));
+    snprintf(n->path, sizeof n->path, "%s/notify", n->dir);
+    n->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(n->fd, 0);
+    if (passcred)
+        ck_assert_int_eq(setsockopt(n->fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one), 0);
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", n->path);
+    ck_assert_int_eq(bind(n->fd, (struct sockaddr *)&a, sizeof a), 0);
+    ck_assert_int_eq(setenv("NOTIFY_SOCKET", n->path, 1), 0);
+}
+
+void zkn_test_notify_close(struct zkn_test_notify *n)
+{
+    unsetenv("NOTIFY_SOCKET");
+    if (n->fd >= 0)
+        close(n->fd);
+    n->fd = -1;
+    if (n->path[0])
+        unlink(n->path);
+    if (n->dir[0])
+        rmdir(n->dir);
+    n->path[0] = n->dir[0] = '\0';
+}
+
+ssize_t zkn_test_notify_recv(struct zkn_test_notify *n, char *buf, size_t cap, int *fds,
+                             size_t maxfds, size_t *nfds, pid_t *pid, int timeout_ms)
+{
+    union {
+        char b[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int) * 253)];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {.iov_base = buf, .iov_len = cap - 1};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+                       .msg_controllen = sizeof ctl.b};
+    struct pollfd p = {.fd = n->fd, .events = POLLIN};
+    if (poll(&p, 1, timeout_ms) <= 0)
+        return -1;
+    ssize_t len = recvmsg(n->fd, &m, MSG_CMSG_CLOEXEC);
+    ck_assert_msg(len >= 0, "notify socket: %s", strerror(errno));
+    ck_assert_int_eq(m.msg_flags & (MSG_TRUNC | MSG_CTRUNC), 0);
+    buf[len] = '\0';
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET)
+            continue;
+        if (c->cmsg_type == SCM_CREDENTIALS && pid) {
+            struct ucred u;
+            memcpy(&u, CMSG_DATA(c), sizeof u);
+            *pid = u.pid;
+        } else if (c->cmsg_type == SCM_RIGHTS) {
+            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < k; i++) {
+                int fd;
+                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                if (!fds) {
+                    close(fd);
+                    continue;
+                }
+                ck_assert_uint_lt(*nfds, maxfds);
+                fds[(*nfds)++] = fd;
+            }
+        }
+    }
+    return len;
 }

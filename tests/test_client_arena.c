@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "zknalloc.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -40,16 +41,6 @@ const char *__asan_default_options(void)
 #define assert_ptr_ge(a, b) ck_assert_uint_ge((uintptr_t)(a), (uintptr_t)(b))
 #define assert_ptr_le(a, b) ck_assert_uint_le((uintptr_t)(a), (uintptr_t)(b))
 
-/* Whether n bytes at p all equal v (one assert, not one per byte: each
- * check assertion is a message to the runner). */
-static int all_bytes(const unsigned char *p, size_t n, unsigned char v)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i] != v)
-            return 0;
-    return 1;
-}
-
 /* The arena's first byte: an align-1 allocation at offset 0. */
 static unsigned char *arena_base(zkn_arena *a)
 {
@@ -62,22 +53,12 @@ static unsigned char *arena_base(zkn_arena *a)
 
 START_TEST(test_create_refuses_bad_capacity)
 {
-    errno = 0;
-    ck_assert_ptr_null(zkn_arena_create(0));
-    ck_assert_int_eq(errno, EINVAL);
-    errno = 0;
-    ck_assert_ptr_null(zkn_arena_create(SIZE_MAX));
-    ck_assert_int_eq(errno, EINVAL);
-    errno = 0;
-    ck_assert_ptr_null(zkn_arena_create(SIZE_MAX - 4095));
-    ck_assert_int_eq(errno, EINVAL);
-    errno = 0;
-    ck_assert_ptr_null(zkn_arena_create((size_t)PTRDIFF_MAX + 1));
-    ck_assert_int_eq(errno, EINVAL);
+    zkn_test_assert_null_errno(zkn_arena_create(0), EINVAL);
+    zkn_test_assert_null_errno(zkn_arena_create(SIZE_MAX), EINVAL);
+    zkn_test_assert_null_errno(zkn_arena_create(SIZE_MAX - 4095), EINVAL);
+    zkn_test_assert_null_errno(zkn_arena_create((size_t)PTRDIFF_MAX + 1), EINVAL);
     /* Acceptable in size, but no machine has it. */
-    errno = 0;
-    ck_assert_ptr_null(zkn_arena_create((size_t)PTRDIFF_MAX));
-    ck_assert_int_eq(errno, ENOMEM);
+    zkn_test_assert_null_errno(zkn_arena_create((size_t)PTRDIFF_MAX), ENOMEM);
 }
 END_TEST
 
@@ -101,9 +82,7 @@ START_TEST(test_capacity_and_used)
     ck_assert_uint_eq(zkn_arena_used(NULL), 0);
     ck_assert_uint_eq(zkn_arena_capacity(NULL), 0);
     zkn_arena_destroy(NULL);
-    errno = 0;
-    ck_assert_ptr_null(zkn_arena_alloc(NULL, 1, 1));
-    ck_assert_int_eq(errno, EINVAL);
+    zkn_test_assert_null_errno(zkn_arena_alloc(NULL, 1, 1), EINVAL);
 }
 END_TEST
 
@@ -157,9 +136,7 @@ START_TEST(test_bad_alignment_refused)
         ck_assert_uint_eq(zkn_arena_used(a), 7);
     }
     /* A power of two far beyond any address: exhaustion, not a wrap. */
-    errno = 0;
-    ck_assert_ptr_null(zkn_arena_alloc(a, 8, (size_t)1 << 63));
-    ck_assert_int_eq(errno, ENOMEM);
+    zkn_test_assert_null_errno(zkn_arena_alloc(a, 8, (size_t)1 << 63), ENOMEM);
     ck_assert_uint_eq(zkn_arena_used(a), 7);
     zkn_arena_destroy(a);
 }
@@ -193,9 +170,7 @@ START_TEST(test_exhaustion)
     size_t left = cap - used;
     ck_assert_uint_lt(left, 1000 + 8);
     /* One more than what is left: refused, and used unchanged. */
-    errno = 0;
-    ck_assert_ptr_null(zkn_arena_alloc(a, left + 1, 1));
-    ck_assert_int_eq(errno, ENOMEM);
+    zkn_test_assert_null_errno(zkn_arena_alloc(a, left + 1, 1), ENOMEM);
     ck_assert_uint_eq(zkn_arena_used(a), used);
     /* Exactly what is left: the last byte of the block. */
     p = zkn_arena_alloc(a, left, 1);
@@ -203,16 +178,15 @@ START_TEST(test_exhaustion)
     ck_assert_ptr_eq(p + left, end);
     memset(p, 0xee, left);
     ck_assert_uint_eq(zkn_arena_used(a), cap);
-    errno = 0;
-    ck_assert_ptr_null(zkn_arena_alloc(a, 1, 1));
-    ck_assert_int_eq(errno, ENOMEM);
+    zkn_test_assert_null_errno(zkn_arena_alloc(a, 1, 1), ENOMEM);
     ck_assert_uint_eq(zkn_arena_used(a), cap);
     /* What was written is still there: the arena keeps no headers in it. */
     zkn_arena_reset(a);
     for (size_t i = 0; i < n; i++) {
         unsigned char *q = zkn_arena_alloc(a, 1000, 8);
         ck_assert_ptr_nonnull(q);
-        ck_assert_msg(all_bytes(q, 1000, (unsigned char)i), "allocation %zu was changed", i);
+        ck_assert_msg(zkn_test_all_byte(q, 1000, (unsigned char)i), "allocation %zu was changed",
+                      i);
     }
     zkn_arena_destroy(a);
 }
@@ -297,13 +271,6 @@ END_TEST
  * memory would write 2.5 TB here.) Not in ASan builds, whose poisoning is
  * proportional to the capacity by design. */
 #ifndef TEST_ASAN
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 START_TEST(test_reset_is_constant_time)
 {
     const size_t cap = 256 * MiB;
@@ -312,14 +279,14 @@ START_TEST(test_reset_is_constant_time)
     unsigned char *p = zkn_arena_alloc(a, cap, 1);
     ck_assert_ptr_nonnull(p);
     memset(p, 1, cap);
-    double t0 = now_s();
+    double t0 = zkn_test_now_ms() / 1e3;
     for (int i = 0; i < 10000; i++) {
         zkn_arena_reset(a);
         unsigned char *q = zkn_arena_alloc(a, cap, 1);
         ck_assert_ptr_eq(q, p);
         q[(size_t)i * 4096 % cap] = 2;
     }
-    double dt = now_s() - t0;
+    double dt = zkn_test_now_ms() / 1e3 - t0;
     ck_assert_msg(dt < 1.0, "10000 resets took %.3f s", dt);
     zkn_arena_destroy(a);
 }
@@ -360,9 +327,7 @@ START_TEST(test_typed_array)
         ck_assert_int_eq(errno, ENOMEM);
     }
     /* No overflow but more than the arena holds. */
-    errno = 0;
-    ck_assert_ptr_null(ZKN_ARENA_ARRAY(a, uint64_t, MiB / 8));
-    ck_assert_int_eq(errno, ENOMEM);
+    zkn_test_assert_null_errno(ZKN_ARENA_ARRAY(a, uint64_t, MiB / 8), ENOMEM);
     ck_assert_uint_eq(zkn_arena_used(a), used);
     zkn_arena_destroy(a);
 }
@@ -413,7 +378,7 @@ START_TEST(test_concurrent_alloc)
     for (int i = 0; i < THREADS; i++)
         for (int j = 0; j < PER_THREAD; j++) {
             total += w[i].len[j];
-            ck_assert_msg(all_bytes(w[i].ptr[j], w[i].len[j], (unsigned char)(i + 1)),
+            ck_assert_msg(zkn_test_all_byte(w[i].ptr[j], w[i].len[j], (unsigned char)(i + 1)),
                           "thread %d allocation %d overwritten", i, j);
         }
     ck_assert_uint_ge(zkn_arena_used(a), total);
@@ -465,7 +430,7 @@ START_TEST(test_fork_keeps_arena_private)
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        if (!all_bytes(p, 8 * MiB, 0x21))
+        if (!zkn_test_all_byte(p, 8 * MiB, 0x21))
             _exit(1);
         memset(p, 0x43, 8 * MiB);
         zkn_arena_reset(a);
@@ -478,7 +443,7 @@ START_TEST(test_fork_keeps_arena_private)
     int st;
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %#x", st);
-    ck_assert_msg(all_bytes(p, 8 * MiB, 0x21), "the child's writes reached the parent");
+    ck_assert_msg(zkn_test_all_byte(p, 8 * MiB, 0x21), "the child's writes reached the parent");
     zkn_arena_destroy(a);
     zkn_test_daemon_stop(&d);
     zkn_test_daemon_cleanup(&d);
@@ -534,12 +499,7 @@ START_TEST(test_asan_use_after_reset_caught)
     }
     close(pfd[1]);
     char buf[8192];
-    size_t got = 0;
-    ssize_t n;
-    while (got < sizeof buf - 1 && (n = read(pfd[0], buf + got, sizeof buf - 1 - got)) > 0)
-        got += (size_t)n;
-    buf[got] = 0;
-    close(pfd[0]);
+    zkn_test_read_all(pfd[0], buf, sizeof buf);
     int st;
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     ck_assert_msg(!(WIFEXITED(st) && WEXITSTATUS(st) == 0), "use after reset went unnoticed");
@@ -553,8 +513,7 @@ END_TEST
 static Suite *arena_suite(void)
 {
     Suite *s = suite_create("client_arena");
-    TCase *tc = tcase_create("arena");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = zkn_test_tcase(s, "arena", 60);
     tcase_add_test(tc, test_create_refuses_bad_capacity);
     tcase_add_test(tc, test_capacity_and_used);
     tcase_add_test(tc, test_alignment_every_power_of_two);
@@ -574,15 +533,7 @@ static Suite *arena_suite(void)
     tcase_add_test(tc, test_asan_poisoning);
     tcase_add_test(tc, test_asan_use_after_reset_caught);
 #endif
-    suite_add_tcase(s, tc);
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(arena_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_CLIENT_MAIN(arena_suite)

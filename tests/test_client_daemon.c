@@ -13,7 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client_helpers.h"
 #include "harness.h"
+#include "runner.h"
 #include "sizeclass.h"
 #include "zknalloc.h"
 
@@ -31,87 +33,30 @@ static const char *const WARM[] = {"--prewarm", "4M=12", "--prewarm", "6M=2", "-
 
 static void start_warm_at(const char *path)
 {
-    int rc = path ? zkn_test_daemon_start_at(&daemon_, path, WARM)
-                  : zkn_test_daemon_start(&daemon_, WARM);
-    ck_assert_msg(rc == 0, "cannot start zknallocd (%s)", zkn_test_build_path("zknallocd"));
+    zkn_test_daemon_up(&daemon_, path, WARM);
     ck_assert_int_eq(zkn_test_daemon_wait_clean(daemon_.sock, WARM_BYTES, 10000), 0);
 }
 
-static void fill(void *p, size_t n, uint64_t seed)
-{
-    uint64_t *w = p;
-    for (size_t i = 0; i < n / 8; i++)
-        w[i] = seed ^ (i * 0x9e3779b97f4a7c15ull);
-}
+static void start_daemon(void) { start_warm_at(NULL); }
 
-static int check_fill(const void *p, size_t n, uint64_t seed)
-{
-    const uint64_t *w = p;
-    for (size_t i = 0; i < n / 8; i++)
-        if (w[i] != (seed ^ (i * 0x9e3779b97f4a7c15ull)))
-            return 0;
-    return 1;
-}
-
-static int all_byte(const void *p, size_t n, unsigned char v)
-{
-    const unsigned char *c = p;
-    for (size_t i = 0; i < n; i++)
-        if (c[i] != v)
-            return 0;
-    return 1;
-}
-
-static struct zkn_stats stats(void)
-{
-    struct zkn_stats s;
-    ck_assert_int_eq(zkn_stats(&s), 0);
-    return s;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-/* A failing check exits the test process: take the daemon along. */
-static void kill_daemon_at_exit(void)
-{
-    zkn_test_daemon_kill(&daemon_);
-    zkn_test_daemon_cleanup(&daemon_);
-}
-
-static void start_daemon(void)
-{
-    start_warm_at(NULL);
-    atexit(kill_daemon_at_exit);
-}
-
-static void stop_daemon(void)
-{
-    if (daemon_.pid > 0)
-        zkn_test_daemon_stop(&daemon_);
-    zkn_test_daemon_cleanup(&daemon_);
-}
+static void stop_daemon(void) { zkn_test_daemon_down(&daemon_); }
 
 START_TEST(large_blocks_come_from_the_daemon)
 {
     char *p = zkn_malloc(8 * MiB);
     ck_assert_ptr_nonnull(p);
-    struct zkn_stats s = stats();
+    struct zkn_stats s = zkn_test_lib_stats();
     ck_assert_uint_eq(s.daemon_connected, 1);
     ck_assert_uint_ge(s.daemon_lends, 1);
     ck_assert_uint_eq(s.bytes_leased, 8 * MiB);
     ck_assert_uint_eq(s.fallbacks, 0);
-    fill(p, 8 * MiB, 1);
-    ck_assert(check_fill(p, 8 * MiB, 1));
+    zkn_test_fill(p, 8 * MiB, 1);
+    ck_assert(zkn_test_check_fill(p, 8 * MiB, 1));
     zkn_free(p);
     char *q = zkn_malloc(8 * MiB);
     ck_assert_ptr_eq(q, p); /* cached, still leased */
-    ck_assert(check_fill(q, 8 * MiB, 1)); /* malloc, not calloc: same memory */
-    ck_assert_uint_eq(stats().hits, s.hits + 1);
+    ck_assert(zkn_test_check_fill(q, 8 * MiB, 1)); /* malloc, not calloc: same memory */
+    ck_assert_uint_eq(zkn_test_lib_stats().hits, s.hits + 1);
     zkn_free(q);
     /* The daemon sees our lease. */
     char *json = zkn_test_stats_json(daemon_.sock);
@@ -131,15 +76,15 @@ START_TEST(small_classes_are_lent_in_batches)
         memset(p[i], i, 200 * KiB);
     }
     for (int i = 0; i < 40; i++) {
-        ck_assert(all_byte(p[i], 200 * KiB, (unsigned char)i));
+        ck_assert(zkn_test_all_byte(p[i], 200 * KiB, (unsigned char)i));
         zkn_free(p[i]);
     }
     /* Second round: the pool now has them; batches come back whole. */
     zkn_release_cache();
-    struct zkn_stats before = stats();
+    struct zkn_stats before = zkn_test_lib_stats();
     for (int i = 0; i < 40; i++)
         p[i] = zkn_malloc(200 * KiB);
-    struct zkn_stats after = stats();
+    struct zkn_stats after = zkn_test_lib_stats();
     ck_assert_uint_lt(after.daemon_lends - before.daemon_lends, 40);
     ck_assert_uint_gt(after.hits, before.hits);
     for (int i = 0; i < 40; i++)
@@ -153,15 +98,16 @@ START_TEST(calloc_zero_on_daemon_regions)
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         size_t n = sizes[i];
         unsigned char *p = zkn_calloc(1, n); /* lent ZEROED */
-        ck_assert(all_byte(p, n, 0));
+        ck_assert(zkn_test_all_byte(p, n, 0));
         memset(p, 0xee, n);
         zkn_free(p);
         unsigned char *q = zkn_calloc(n, 1); /* the dirty shared region again */
         ck_assert_ptr_eq(q, p);
-        ck_assert_msg(all_byte(q, n, 0), "calloc(%zu) on a dirty daemon region not zero", n);
+        ck_assert_msg(zkn_test_all_byte(q, n, 0), "calloc(%zu) on a dirty daemon region not zero",
+                      n);
         zkn_free(q);
     }
-    ck_assert_uint_gt(stats().bytes_leased, 0);
+    ck_assert_uint_gt(zkn_test_lib_stats().bytes_leased, 0);
 }
 END_TEST
 
@@ -170,7 +116,7 @@ static void fork_check(size_t n)
 {
     unsigned char *p = zkn_malloc(n);
     unsigned char *cached = zkn_malloc(n);
-    ck_assert_uint_ge(stats().bytes_leased, 2 * n);
+    ck_assert_uint_ge(zkn_test_lib_stats().bytes_leased, 2 * n);
     memset(p, 'A', n);
     memset(cached, 'K', n);
     zkn_free(cached); /* a cached shared region at fork time */
@@ -182,7 +128,7 @@ static void fork_check(size_t n)
     char b;
     if (pid == 0) {
         int ok = read(to_child[0], &b, 1) == 1; /* the parent has written 'P' by now */
-        ok = ok && all_byte(p, n, 'A');
+        ok = ok && zkn_test_all_byte(p, n, 'A');
         memset(p, 'C', n);
         struct zkn_stats s;
         zkn_stats(&s);
@@ -197,7 +143,7 @@ static void fork_check(size_t n)
     memset(p, 'P', n);
     ck_assert_int_eq(write(to_child[1], "x", 1), 1);
     ck_assert_int_eq(read(to_parent[0], &b, 1), 1);
-    ck_assert_msg(all_byte(p, n, 'P'), "the child's writes reached the parent");
+    ck_assert_msg(zkn_test_all_byte(p, n, 'P'), "the child's writes reached the parent");
     /* The parent's cached region is intact (a LEND batch may have cached
      * others beside it). */
     unsigned char *again[4];
@@ -206,7 +152,7 @@ static void fork_check(size_t n)
         again[i] = zkn_malloc(n);
         found = again[i] == cached;
         if (found)
-            ck_assert(all_byte(again[i], n, 'K'));
+            ck_assert(zkn_test_all_byte(again[i], n, 'K'));
         for (int k = 0; found && k < i; k++)
             zkn_free(again[k]);
         if (found)
@@ -236,7 +182,7 @@ START_TEST(fork_makes_shared_regions_private)
     ck_assert_int_eq(zkn_test_count_fds(), fds); /* no fd left by fork */
     /* The parent still talks to its daemon after forking. */
     void *x = zkn_malloc(40 * MiB);
-    ck_assert_uint_eq(stats().daemon_connected, 1);
+    ck_assert_uint_eq(zkn_test_lib_stats().daemon_connected, 1);
     zkn_free(x);
 }
 END_TEST
@@ -265,7 +211,7 @@ START_TEST(fork_while_other_threads_allocate)
         memset(p, 'A', 2 * MiB);
         pid_t pid = fork();
         if (pid == 0) {
-            int ok = all_byte(p, 2 * MiB, 'A');
+            int ok = zkn_test_all_byte(p, 2 * MiB, 'A');
             memset(p, 'C', 2 * MiB);
             void *q = zkn_malloc(5 * MiB); /* no lock inherited held */
             zkn_free(q);
@@ -275,7 +221,7 @@ START_TEST(fork_while_other_threads_allocate)
         int st;
         ck_assert_int_eq(waitpid(pid, &st, 0), pid);
         ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-        ck_assert(all_byte(p, 2 * MiB, 'P'));
+        ck_assert(zkn_test_all_byte(p, 2 * MiB, 'P'));
         zkn_free(p);
     }
     stop = 1;
@@ -290,33 +236,33 @@ START_TEST(daemon_killed_mid_run_then_replaced)
     void *p[N];
     for (int i = 0; i < N; i++) {
         p[i] = zkn_malloc((size_t)(i + 1) * MiB);
-        fill(p[i], (size_t)(i + 1) * MiB, (uint64_t)i);
+        zkn_test_fill(p[i], (size_t)(i + 1) * MiB, (uint64_t)i);
     }
-    ck_assert_uint_eq(stats().daemon_connected, 1);
-    ck_assert_uint_gt(stats().bytes_leased, 0);
+    ck_assert_uint_eq(zkn_test_lib_stats().daemon_connected, 1);
+    ck_assert_uint_gt(zkn_test_lib_stats().bytes_leased, 0);
     zkn_test_daemon_kill(&daemon_);
     /* The regions of the dead daemon stay valid here. */
     for (int i = 0; i < N; i++)
-        ck_assert(check_fill(p[i], (size_t)(i + 1) * MiB, (uint64_t)i));
+        ck_assert(zkn_test_check_fill(p[i], (size_t)(i + 1) * MiB, (uint64_t)i));
     /* New requests never fail; they are served privately. */
     void *q[N];
     for (int i = 0; i < N; i++) {
         q[i] = zkn_malloc(50 * MiB + (size_t)i * 7 * MiB);
         ck_assert_ptr_nonnull(q[i]);
-        fill(q[i], 4 * MiB, (uint64_t)i + 100);
+        zkn_test_fill(q[i], 4 * MiB, (uint64_t)i + 100);
     }
-    struct zkn_stats s = stats();
+    struct zkn_stats s = zkn_test_lib_stats();
     ck_assert_uint_eq(s.daemon_connected, 0);
     ck_assert_uint_gt(s.fallbacks, 0);
     for (int i = 0; i < N; i++) {
-        ck_assert(check_fill(p[i], (size_t)(i + 1) * MiB, (uint64_t)i));
-        ck_assert(check_fill(q[i], 4 * MiB, (uint64_t)i + 100));
+        ck_assert(zkn_test_check_fill(p[i], (size_t)(i + 1) * MiB, (uint64_t)i));
+        ck_assert(zkn_test_check_fill(q[i], 4 * MiB, (uint64_t)i + 100));
         zkn_free(p[i]);
         zkn_free(q[i]);
     }
     /* Old regions are unmapped, never returned to whoever answers next. */
     zkn_release_cache();
-    s = stats();
+    s = zkn_test_lib_stats();
     ck_assert_uint_eq(s.bytes_leased, 0);
     ck_assert_uint_eq(s.daemon_returns, 0);
 
@@ -327,19 +273,19 @@ START_TEST(daemon_killed_mid_run_then_replaced)
     int connected = 0;
     for (int tries = 0; tries < 40 && !connected; tries++) {
         void *r = zkn_malloc(3 * MiB);
-        connected = stats().daemon_connected == 1;
+        connected = zkn_test_lib_stats().daemon_connected == 1;
         zkn_free(r);
         zkn_release_cache();
         if (!connected)
-            sleep_ms(100);
+            zkn_test_sleep_ms(100);
     }
     ck_assert_msg(connected, "no reconnection within 4 s");
-    s = stats();
+    s = zkn_test_lib_stats();
     ck_assert_uint_eq(s.reconnects, 1);
     void *r = zkn_malloc(6 * MiB);
-    fill(r, 6 * MiB, 77);
-    ck_assert_uint_ge(stats().bytes_leased, 6 * MiB);
-    ck_assert(check_fill(r, 6 * MiB, 77));
+    zkn_test_fill(r, 6 * MiB, 77);
+    ck_assert_uint_ge(zkn_test_lib_stats().bytes_leased, 6 * MiB);
+    ck_assert(zkn_test_check_fill(r, 6 * MiB, 77));
     zkn_free(r);
 }
 END_TEST
@@ -352,7 +298,7 @@ START_TEST(old_daemon_regions_are_not_returned_to_a_new_one)
     void *old[4];
     for (int i = 0; i < 4; i++) {
         old[i] = zkn_malloc(2 * MiB);
-        fill(old[i], 2 * MiB, (uint64_t)i);
+        zkn_test_fill(old[i], 2 * MiB, (uint64_t)i);
     }
     char path[sizeof daemon_.sock];
     memcpy(path, daemon_.sock, sizeof path);
@@ -362,21 +308,21 @@ START_TEST(old_daemon_regions_are_not_returned_to_a_new_one)
     int connected = 0;
     for (int tries = 0; tries < 40 && !connected; tries++) {
         void *r = zkn_malloc(7 * MiB + (size_t)tries * 2 * MiB); /* a new class each time */
-        connected = stats().daemon_connected == 1;
+        connected = zkn_test_lib_stats().daemon_connected == 1;
         zkn_free(r);
         if (!connected)
-            sleep_ms(100);
+            zkn_test_sleep_ms(100);
     }
     ck_assert(connected);
     void *fresh = zkn_malloc(2 * MiB); /* cached? no: all four are live. Lent anew. */
-    struct zkn_stats before = stats();
+    struct zkn_stats before = zkn_test_lib_stats();
     for (int i = 0; i < 4; i++) {
-        ck_assert(check_fill(old[i], 2 * MiB, (uint64_t)i));
+        ck_assert(zkn_test_check_fill(old[i], 2 * MiB, (uint64_t)i));
         zkn_free(old[i]);
     }
     zkn_free(fresh);
     zkn_release_cache();
-    struct zkn_stats after = stats();
+    struct zkn_stats after = zkn_test_lib_stats();
     ck_assert_uint_ge(after.daemon_returns, before.daemon_returns);
     ck_assert_uint_eq(after.bytes_leased, 0);
     /* The new daemon got back what it lent and never an id of the old one. */
@@ -387,7 +333,7 @@ START_TEST(old_daemon_regions_are_not_returned_to_a_new_one)
         ck_assert_ptr_nonnull(json);
         if (strstr(json, "\"lent_bytes\":0,"))
             break;
-        sleep_ms(20);
+        zkn_test_sleep_ms(20);
     }
     ck_assert_msg(strstr(json, "\"lent_bytes\":0,") != NULL, "%s", json);
     ck_assert_msg(strstr(json, "\"unknown_id\":0,") != NULL, "%s", json);
@@ -398,7 +344,7 @@ END_TEST
 START_TEST(hung_daemon_times_out)
 {
     void *p = zkn_malloc(1 * MiB);
-    ck_assert_uint_eq(stats().daemon_connected, 1);
+    ck_assert_uint_eq(zkn_test_lib_stats().daemon_connected, 1);
     kill(daemon_.pid, SIGSTOP);
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
@@ -409,7 +355,7 @@ START_TEST(hung_daemon_times_out)
     ck_assert_ptr_nonnull(q);
     memset(q, 1, 3 * MiB);
     ck_assert_msg(secs < 0.05, "a hung daemon blocked malloc for %.3f s", secs);
-    struct zkn_stats s = stats();
+    struct zkn_stats s = zkn_test_lib_stats();
     ck_assert_uint_ge(s.fallbacks, 1);
     /* While backing off, misses do not wait at all. */
     clock_gettime(CLOCK_MONOTONIC, &a);
@@ -430,15 +376,15 @@ START_TEST(over_the_cap_regions_go_back)
         p[i] = zkn_malloc(4 * MiB);
         memset(p[i], i, 4 * MiB);
     }
-    ck_assert_uint_eq(stats().bytes_leased, 40 * MiB);
+    ck_assert_uint_eq(zkn_test_lib_stats().bytes_leased, 40 * MiB);
     for (int i = 0; i < 10; i++)
         zkn_free(p[i]);
-    struct zkn_stats s = stats();
+    struct zkn_stats s = zkn_test_lib_stats();
     ck_assert_uint_eq(s.bytes_cached, 8 * MiB);
     ck_assert_uint_eq(s.bytes_leased, 8 * MiB);
     ck_assert_uint_eq(s.daemon_returns, 8);
     zkn_release_cache();
-    s = stats();
+    s = zkn_test_lib_stats();
     ck_assert_uint_eq(s.bytes_leased, 0);
     ck_assert_uint_eq(s.daemon_returns, 10);
     /* The daemon took them back: they are lent again, warm. */
@@ -450,22 +396,7 @@ END_TEST
 
 static void *churn(void *arg)
 {
-    unsigned seed = (unsigned)(uintptr_t)arg;
-    for (int it = 0; it < 150; it++) {
-        unsigned r = rand_r(&seed);
-        size_t n = 64 * KiB + r % (8 * MiB);
-        int zero = (r >> 4) & 1;
-        unsigned char *p = zero ? zkn_calloc(1, n) : zkn_malloc(n);
-        if (!p)
-            return (void *)1;
-        if (zero && !all_byte(p, n, 0))
-            return (void *)2;
-        fill(p, n, r);
-        if (!check_fill(p, n, r))
-            return (void *)3;
-        zkn_free(p);
-    }
-    return NULL;
+    return zkn_test_churn((unsigned)(uintptr_t)arg, 64 * KiB, 8 * MiB, 1u << 4, 150, NULL);
 }
 
 START_TEST(threads_share_daemon_regions)
@@ -474,12 +405,8 @@ START_TEST(threads_share_daemon_regions)
     pthread_t t[T];
     for (int i = 0; i < T; i++)
         pthread_create(&t[i], NULL, churn, (void *)(uintptr_t)(i + 1));
-    for (int i = 0; i < T; i++) {
-        void *r;
-        pthread_join(t[i], &r);
-        ck_assert_msg(r == NULL, "thread %d failed: %d", i, (int)(uintptr_t)r);
-    }
-    struct zkn_stats s = stats();
+    zkn_test_join_all(t, T);
+    struct zkn_stats s = zkn_test_lib_stats();
     ck_assert_uint_eq(s.bytes_live, 0);
     ck_assert_uint_gt(s.daemon_lends, 0);
     ck_assert_uint_le(s.bytes_cached, s.cache_cap);
@@ -514,14 +441,14 @@ START_TEST(refusals_fall_back_quietly)
     for (int i = 0; i < 5; i++) {
         p[i] = zkn_malloc(4 * MiB);
         ck_assert_ptr_nonnull(p[i]);
-        fill(p[i], 4 * MiB, (uint64_t)i);
+        zkn_test_fill(p[i], 4 * MiB, (uint64_t)i);
     }
-    struct zkn_stats s = stats();
+    struct zkn_stats s = zkn_test_lib_stats();
     ck_assert_uint_eq(s.daemon_connected, 1);
     ck_assert_uint_eq(s.bytes_leased, 8 * MiB);
     ck_assert_uint_ge(s.fallbacks, 1);
     for (int i = 0; i < 5; i++) {
-        ck_assert(check_fill(p[i], 4 * MiB, (uint64_t)i));
+        ck_assert(zkn_test_check_fill(p[i], 4 * MiB, (uint64_t)i));
         zkn_free(p[i]);
     }
 }
@@ -531,16 +458,16 @@ START_TEST(soften_gives_daemon_regions_back)
 {
     void *p = zkn_malloc(6 * MiB);
     void *q = zkn_malloc(16 * MiB);
-    ck_assert_uint_eq(stats().bytes_leased, 22 * MiB);
+    ck_assert_uint_eq(zkn_test_lib_stats().bytes_leased, 22 * MiB);
     zkn_free(p);
     zkn_free(q);
     zkn_soften_cache();
-    struct zkn_stats s = stats();
+    struct zkn_stats s = zkn_test_lib_stats();
     ck_assert_uint_eq(s.bytes_leased, 0);
     ck_assert_uint_eq(s.bytes_cached, 0);
     ck_assert_uint_eq(s.daemon_returns, 2);
     unsigned char *r = zkn_calloc(1, 6 * MiB); /* lent again (maybe the same one, zeroed) */
-    ck_assert(all_byte(r, 6 * MiB, 0));
+    ck_assert(zkn_test_all_byte(r, 6 * MiB, 0));
     zkn_free(r);
 }
 END_TEST
@@ -551,20 +478,10 @@ START_TEST(release_while_threads_use_daemon_regions)
     pthread_t t[T];
     for (int i = 0; i < T; i++)
         pthread_create(&t[i], NULL, churn, (void *)(uintptr_t)(i + 40));
-    for (int k = 0; k < 100; k++) {
-        if (k & 1)
-            zkn_release_cache();
-        else
-            zkn_soften_cache();
-        sleep_ms(2);
-    }
-    for (int i = 0; i < T; i++) {
-        void *r;
-        pthread_join(t[i], &r);
-        ck_assert_msg(r == NULL, "thread %d failed: %d", i, (int)(uintptr_t)r);
-    }
+    zkn_test_release_and_soften(100, 2);
+    zkn_test_join_all(t, T);
     zkn_release_cache();
-    struct zkn_stats s = stats();
+    struct zkn_stats s = zkn_test_lib_stats();
     ck_assert_uint_eq(s.bytes_leased, 0);
     ck_assert_uint_eq(s.bytes_cached, 0);
     ck_assert_uint_gt(s.daemon_returns, 0);
@@ -577,11 +494,11 @@ static int reconnect(void)
 {
     for (int tries = 0; tries < 60; tries++) {
         void *r = zkn_malloc(11 * MiB + (size_t)tries * 2 * MiB); /* a new class each time */
-        int ok = stats().daemon_connected == 1;
+        int ok = zkn_test_lib_stats().daemon_connected == 1;
         zkn_free(r);
         if (ok)
             return 1;
-        sleep_ms(100);
+        zkn_test_sleep_ms(100);
     }
     return 0;
 }
@@ -597,7 +514,7 @@ START_TEST(one_log_line_at_most)
     dup2(fd, 2);
     for (int round = 0; round < 2; round++) {
         void *p = zkn_malloc(3 * MiB);
-        ck_assert_uint_eq(stats().daemon_connected, 1);
+        ck_assert_uint_eq(zkn_test_lib_stats().daemon_connected, 1);
         zkn_test_daemon_kill(&daemon_);
         void *q = zkn_malloc(5 * MiB + (size_t)round * MiB * 4); /* notices the loss */
         ck_assert_ptr_nonnull(q);
@@ -616,16 +533,15 @@ START_TEST(one_log_line_at_most)
     for (char *l = buf; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
         lines += strncmp(l, "zknalloc: ", 10) == 0;
     ck_assert_msg(lines == 1, "%d log lines: %s", lines, buf);
-    ck_assert_uint_eq(stats().reconnects, 2);
+    ck_assert_uint_eq(zkn_test_lib_stats().reconnects, 2);
 }
 END_TEST
 
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_daemon");
-    TCase *t = tcase_create("daemon");
+    TCase *t = zkn_test_tcase(s, "daemon", 60);
     tcase_add_checked_fixture(t, start_daemon, stop_daemon);
-    tcase_set_timeout(t, 60);
     tcase_add_test(t, large_blocks_come_from_the_daemon);
     tcase_add_test(t, small_classes_are_lent_in_batches);
     tcase_add_test(t, calloc_zero_on_daemon_regions);
@@ -641,15 +557,7 @@ static Suite *suite(void)
     tcase_add_test(t, no_fd_leaks_with_daemon);
     tcase_add_test(t, refusals_fall_back_quietly);
     tcase_add_test(t, soften_gives_daemon_regions_back);
-    suite_add_tcase(s, t);
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_CLIENT_MAIN(suite)

@@ -15,30 +15,20 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "zknalloc.h"
 
 #define MiB ((size_t)1 << 20)
 
 static struct zkn_test_daemon daemon_;
 
-static void kill_daemon_at_exit(void)
-{
-    zkn_test_daemon_kill(&daemon_);
-    zkn_test_daemon_cleanup(&daemon_);
-}
-
 static void start_daemon(void)
 {
     static const char *const args[] = {"--prewarm", "64M=2", "--prewarm", "16M=8", NULL};
-    ck_assert_msg(zkn_test_daemon_start(&daemon_, args) == 0, "cannot start zknallocd");
-    atexit(kill_daemon_at_exit);
+    zkn_test_daemon_up(&daemon_, NULL, args);
 }
 
-static void stop_daemon(void)
-{
-    zkn_test_daemon_stop(&daemon_);
-    zkn_test_daemon_cleanup(&daemon_);
-}
+static void stop_daemon(void) { zkn_test_daemon_down(&daemon_); }
 
 static uint64_t leased(void)
 {
@@ -119,7 +109,8 @@ START_TEST(fork_snapshots_are_exact_while_a_thread_writes)
         ck_assert_int_eq(waitpid(pid, &st, 0), pid);
         ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
                       "round %d: the child saw a torn snapshot (status %#x)", round, st);
-        ck_assert_msg(zkn_test_all_byte(other, 16 * MiB, 'O'), "a child's write reached the parent");
+        ck_assert_msg(zkn_test_all_byte(other, 16 * MiB, 'O'),
+                      "a child's write reached the parent");
     }
     atomic_store(&wr.stop, 1);
     pthread_join(t, NULL);
@@ -304,24 +295,15 @@ END_TEST
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_fork");
-    TCase *t = tcase_create("fork");
+    TCase *t = zkn_test_tcase(s, "fork", 60);
     tcase_add_checked_fixture(t, start_daemon, stop_daemon);
-    tcase_set_timeout(t, 60);
     tcase_add_test(t, fork_snapshots_are_exact_while_a_thread_writes);
     tcase_add_test(t, a_region_a_child_may_map_is_never_reused);
     tcase_add_test(t, underscore_fork_child_cannot_reach_the_parents_block);
     tcase_add_test(t, raw_clone_child_cannot_reach_the_parents_block);
     tcase_add_test(t, orphaned_helper_never_writes_into_another_process);
     tcase_add_test(t, posix_spawn_and_system_still_work);
-    suite_add_tcase(s, t);
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_CLIENT_MAIN(suite)

@@ -9,51 +9,32 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "client_helpers.h"
 #include "harness.h"
+#include "runner.h"
 #include "zknalloc.h"
 
 #define MiB ((size_t)1 << 20)
 
 static struct zkn_test_daemon daemon_;
 
-static void kill_daemon_at_exit(void)
-{
-    if (daemon_.pid > 0)
-        kill(daemon_.pid, SIGCONT);
-    zkn_test_daemon_kill(&daemon_);
-    zkn_test_daemon_cleanup(&daemon_);
-}
-
 static void start_daemon(void)
 {
     static const char *const args[] = {"--prewarm", "4M=8", NULL};
     /* A small cache, so that requests keep reaching the daemon. */
     setenv("ZK_NALLOC_CACHE_BYTES", "1M", 1);
-    ck_assert_msg(zkn_test_daemon_start(&daemon_, args) == 0, "cannot start zknallocd");
-    atexit(kill_daemon_at_exit);
+    zkn_test_daemon_up(&daemon_, NULL, args);
 }
 
-static void stop_daemon(void)
-{
-    kill(daemon_.pid, SIGCONT);
-    zkn_test_daemon_stop(&daemon_);
-    zkn_test_daemon_cleanup(&daemon_);
-}
-
-static struct zkn_stats stats(void)
-{
-    struct zkn_stats s;
-    zkn_stats(&s);
-    return s;
-}
+static void stop_daemon(void) { zkn_test_daemon_down(&daemon_); }
 
 /* Allocates size-byte blocks until one comes from the daemon; 1 if within ms. */
 static int daemon_serves(size_t size, int ms)
 {
     for (double end = zkn_test_now_ms() + ms; zkn_test_now_ms() < end;) {
-        uint64_t before = stats().bytes_leased;
+        uint64_t before = zkn_test_lib_stats().bytes_leased;
         void *p = zkn_malloc(size);
-        int lent = stats().bytes_leased >= before + size;
+        int lent = zkn_test_lib_stats().bytes_leased >= before + size;
         zkn_free(p);
         if (lent)
             return 1;
@@ -95,14 +76,14 @@ START_TEST(a_stopped_daemon_never_stalls_the_client)
             cont_at = now;
         }
         size_t size = (2 + rand_r(&seed) % 47) * MiB;
-        uint64_t before = stats().bytes_leased;
+        uint64_t before = zkn_test_lib_stats().bytes_leased;
         double t0 = zkn_test_now_ms();
         unsigned char *p = zkn_malloc(size);
         double t1 = zkn_test_now_ms();
         ck_assert_ptr_nonnull(p);
         p[0] = 1;
         p[size - 1] = 1;
-        if (stopped == 2 && stats().bytes_leased >= before + size)
+        if (stopped == 2 && zkn_test_lib_stats().bytes_leased >= before + size)
             served_after++;
         double t2 = zkn_test_now_ms();
         zkn_free(p);
@@ -183,7 +164,7 @@ START_TEST(a_daemon_stopped_before_the_first_request_costs_one_short_wait)
     }
     kill(daemon_.pid, SIGCONT);
     ck_assert_msg(worst < 50, "one malloc took %.1f ms", worst);
-    ck_assert_uint_ge(stats().fallbacks, 1);
+    ck_assert_uint_ge(zkn_test_lib_stats().fallbacks, 1);
     /* The HELLO answered late completes the session: the daemon serves again. */
     ck_assert(daemon_serves(4 * MiB, 5000));
 }
@@ -206,9 +187,9 @@ START_TEST(a_burst_teaches_the_daemon_what_to_keep_ready)
             void *p[BURST];
             int lent = 0;
             for (int i = 0; i < BURST; i++) {
-                uint64_t before = stats().bytes_leased;
+                uint64_t before = zkn_test_lib_stats().bytes_leased;
                 p[i] = zkn_calloc(1, size);
-                lent += stats().bytes_leased > before;
+                lent += zkn_test_lib_stats().bytes_leased > before;
             }
             for (int i = 0; i < BURST; i++)
                 zkn_free(p[i]);
@@ -239,22 +220,13 @@ END_TEST
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_nowait");
-    TCase *t = tcase_create("nowait");
+    TCase *t = zkn_test_tcase(s, "nowait", 60);
     tcase_add_checked_fixture(t, start_daemon, stop_daemon);
-    tcase_set_timeout(t, 60);
     tcase_add_test(t, a_stopped_daemon_never_stalls_the_client);
     tcase_add_test(t, fork_and_release_do_not_wait_for_another_threads_lend);
     tcase_add_test(t, a_daemon_stopped_before_the_first_request_costs_one_short_wait);
     tcase_add_test(t, a_burst_teaches_the_daemon_what_to_keep_ready);
-    suite_add_tcase(s, t);
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_CLIENT_MAIN(suite)

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "sizeclass.h"
 #include "zknalloc.h"
 
@@ -243,17 +244,6 @@ static const char py_fork[] =
     "os.waitpid(pid, 0)\n"
     "print(res.decode(), a.count(b'P') == len(a))\n";
 
-static struct zkn_test_daemon *daemon_at_exit;
-
-/* A failing check exits the test process: take the daemon along. */
-static void kill_daemon_at_exit(void)
-{
-    if (daemon_at_exit) {
-        zkn_test_daemon_kill(daemon_at_exit);
-        zkn_test_daemon_cleanup(daemon_at_exit);
-    }
-}
-
 START_TEST(python3_preloaded_with_daemon_and_fork)
 {
     SKIP_UNLESS_DROPIN();
@@ -263,9 +253,7 @@ START_TEST(python3_preloaded_with_daemon_and_fork)
         return;
     }
     static struct zkn_test_daemon d;
-    ck_assert_int_eq(zkn_test_daemon_start(&d, NULL), 0); /* sets ZK_NALLOC_SOCKET */
-    daemon_at_exit = &d;
-    atexit(kill_daemon_at_exit);
+    zkn_test_daemon_up(&d, NULL, NULL); /* sets ZK_NALLOC_SOCKET */
     static struct run pre;
     const char *argv[] = {py, "-c", py_fork, NULL};
     same_output(argv, NULL, &pre);
@@ -274,8 +262,7 @@ START_TEST(python3_preloaded_with_daemon_and_fork)
     const char *argv2[] = {py, "-c", py_script, NULL};
     same_output(argv2, NULL, &pre);
     ck_assert_int_gt(stat_of(pre.err, "daemon_lends"), 0);
-    zkn_test_daemon_stop(&d);
-    zkn_test_daemon_cleanup(&d);
+    zkn_test_daemon_down(&d);
 }
 END_TEST
 
@@ -386,24 +373,15 @@ END_TEST
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_preload");
-    TCase *t = tcase_create("preload");
+    TCase *t = zkn_test_tcase(s, "preload", 60);
     tcase_add_unchecked_fixture(t, setup, teardown);
-    tcase_set_timeout(t, 60);
     tcase_add_test(t, dropin_serves_this_process);
     tcase_add_test(t, python3_preloaded);
     tcase_add_test(t, python3_preloaded_with_daemon_and_fork);
     tcase_add_test(t, sqlite3_preloaded);
     tcase_add_test(t, git_preloaded);
     tcase_add_test(t, sort_preloaded);
-    suite_add_tcase(s, t);
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_CLIENT_MAIN(suite)

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "zknalloc.h"
 
 static size_t ps;
@@ -149,14 +150,6 @@ static int has_flag(const char *flags, const char *flag)
     return 0;
 }
 
-static int all_zero(const unsigned char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i])
-            return 0;
-    return 1;
-}
-
 /* Forks; the child writes one byte at p and exits 0 if it survives.
  * Returns the wait status. */
 static int status_of_write(volatile unsigned char *p)
@@ -184,22 +177,12 @@ static int status_of_write(volatile unsigned char *p)
 
 START_TEST(test_bad_sizes)
 {
-    errno = 0;
-    ck_assert_ptr_null(zkn_secret_new(0));
-    ck_assert_int_eq(errno, EINVAL);
-    errno = 0;
-    ck_assert_ptr_null(zkn_secret_new(SIZE_MAX));
-    ck_assert_int_eq(errno, EINVAL);
-    errno = 0;
-    ck_assert_ptr_null(zkn_secret_new(SIZE_MAX - ps));
-    ck_assert_int_eq(errno, EINVAL);
-    errno = 0;
-    ck_assert_ptr_null(zkn_secret_new((size_t)PTRDIFF_MAX));
-    ck_assert_int_eq(errno, EINVAL);
+    zkn_test_assert_null_errno(zkn_secret_new(0), EINVAL);
+    zkn_test_assert_null_errno(zkn_secret_new(SIZE_MAX), EINVAL);
+    zkn_test_assert_null_errno(zkn_secret_new(SIZE_MAX - ps), EINVAL);
+    zkn_test_assert_null_errno(zkn_secret_new((size_t)PTRDIFF_MAX), EINVAL);
     /* Fits the arithmetic, not the machine: refused, not attempted. */
-    errno = 0;
-    ck_assert_ptr_null(zkn_secret_new((size_t)1 << 46));
-    ck_assert_int_eq(errno, ENOMEM);
+    zkn_test_assert_null_errno(zkn_secret_new((size_t)1 << 46), ENOMEM);
     /* NULL is tolerated. */
     zkn_secret_free(NULL);
     ck_assert_ptr_null(zkn_secret_data(NULL));
@@ -234,7 +217,7 @@ START_TEST(test_basic)
         ck_assert_uint_eq(zkn_secret_len(s), lens[k]);
         ck_assert_uint_eq((uintptr_t)d % 64, 0);
         ck_assert_uint_eq(((uintptr_t)d + round_up(lens[k], 64)) % ps, 0);
-        ck_assert(all_zero(d, lens[k]));
+        ck_assert(zkn_test_all_byte(d, lens[k], 0));
         memset(d, 0xc3, lens[k]);
         ck_assert_uint_eq(d[lens[k] - 1], 0xc3);
         zkn_secret_free(s);
@@ -375,7 +358,8 @@ START_TEST(test_fork_child_sees_zeros)
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
-        if (!all_zero(d, zkn_secret_len(s)) || !all_zero(e, zkn_secret_len(t)))
+        if (!zkn_test_all_byte(d, zkn_secret_len(s), 0) ||
+            !zkn_test_all_byte(e, zkn_secret_len(t), 0))
             _exit(1);
         char head[512], flags[512];
         if (mapping_of(d, head, sizeof head, flags, sizeof flags) != 0 || !has_flag(flags, "lo") ||
@@ -531,7 +515,7 @@ START_TEST(test_many)
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         for (int i = 0; i < N; i++)
-            if (s[i] && !all_zero(zkn_secret_data(s[i]), zkn_secret_len(s[i])))
+            if (s[i] && !zkn_test_all_byte(zkn_secret_data(s[i]), zkn_secret_len(s[i]), 0))
                 _exit(1);
         for (int i = 0; i < N; i++)
             zkn_secret_free(s[i]);
@@ -613,7 +597,7 @@ START_TEST(test_fork_while_threads_churn)
         if (pid == 0) {
             /* The one this thread owns is reachable and zero; the
              * churning threads' are gone with them. */
-            _exit(all_zero(zkn_secret_data(mine), 10000) ? 0 : 1);
+            _exit(zkn_test_all_byte(zkn_secret_data(mine), 10000, 0) ? 0 : 1);
         }
         int st;
         ck_assert_int_eq(waitpid(pid, &st, 0), pid);
@@ -634,9 +618,10 @@ END_TEST
 
 static Suite *secret_suite(void)
 {
+    long p = sysconf(_SC_PAGESIZE);
+    ps = p > 0 ? (size_t)p : 4096;
     Suite *s = suite_create("client_secret");
-    TCase *tc = tcase_create("secret");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = zkn_test_tcase(s, "secret", 60);
     tcase_add_test(tc, test_bad_sizes);
     tcase_add_loop_test(tc, test_backing_reported, 0, 2);
     tcase_add_loop_test(tc, test_basic, 0, 2);
@@ -651,17 +636,7 @@ static Suite *secret_suite(void)
     tcase_add_loop_test(tc, test_many, 0, 2);
     tcase_add_loop_test(tc, test_not_from_daemon, 0, 2);
     tcase_add_loop_test(tc, test_fork_while_threads_churn, 0, 2);
-    suite_add_tcase(s, tc);
     return s;
 }
 
-int main(void)
-{
-    long p = sysconf(_SC_PAGESIZE);
-    ps = p > 0 ? (size_t)p : 4096;
-    SRunner *sr = srunner_create(secret_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_CLIENT_MAIN(secret_suite)

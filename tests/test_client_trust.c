@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "sizeclass.h"
 #include "wire.h"
 #include "zknalloc.h"
@@ -248,22 +249,13 @@ END_TEST
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_trust");
-    TCase *t = tcase_create("trust");
-    tcase_set_timeout(t, 60);
+    TCase *t = zkn_test_tcase(s, "trust", 60);
     if (geteuid() == 0)
         tcase_add_test(t, a_daemon_of_another_user_at_the_default_path_learns_nothing);
     else
         fprintf(stderr, "skipping the other-user test: it needs root\n");
     tcase_add_loop_test(t, a_daemon_lending_anything_but_a_sealed_region_is_dropped, 0, 3);
-    suite_add_tcase(s, t);
     return s;
 }
 
-int main(void)
-{
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_CLIENT_MAIN(suite)

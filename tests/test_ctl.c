@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "sizeclass.h"
 #include "wire.h"
 
@@ -156,20 +157,9 @@ START_TEST(stats_json_real)
 }
 END_TEST
 
-/* The daemon's own view, straight from the wire, to compare the tool with. */
-static json_t *stats_direct(void)
-{
-    char *text = zkn_test_stats_json(daemon_.sock);
-    ck_assert_ptr_nonnull(text);
-    json_t *root = json_loads(text, 0, NULL);
-    free(text);
-    ck_assert_ptr_nonnull(root);
-    return root;
-}
-
 START_TEST(stats_table_real)
 {
-    json_t *root = stats_direct();
+    json_t *root = zkn_test_stats(daemon_.sock);
     const char *kind = json_string_value(json_object_get(json_object_get(root, "backing"), "kind"));
     ck_assert_ptr_nonnull(kind);
     struct run *r = run_ctl("stats", NULL);
@@ -184,15 +174,6 @@ START_TEST(stats_table_real)
     json_decref(root);
 }
 END_TEST
-
-static uint64_t jget(json_t *root, const char *a, const char *b)
-{
-    json_t *v = json_object_get(root, a);
-    if (b)
-        v = json_object_get(v, b);
-    ck_assert_msg(json_is_integer(v), "stats field %s.%s missing", a, b);
-    return (uint64_t)json_integer_value(v);
-}
 
 START_TEST(trim_real)
 {
@@ -218,13 +199,14 @@ START_TEST(trim_real)
     json_t *root = NULL;
     for (int i = 0; i < 500; i++) {
         json_decref(root);
-        root = stats_direct();
-        if (jget(root, "pool", "zeroing") == 0 && jget(root, "pool", "lent_bytes") == 0 &&
-            jget(root, "pool", "idle_bytes") >= 2 * descs[0].size)
+        root = zkn_test_stats(daemon_.sock);
+        if (zkn_test_stat_int(root, "pool", "zeroing") == 0 &&
+            zkn_test_stat_int(root, "pool", "lent_bytes") == 0 &&
+            (uint64_t)zkn_test_stat_int(root, "pool", "idle_bytes") >= 2 * descs[0].size)
             break;
         usleep(10000);
     }
-    uint64_t idle = jget(root, "pool", "idle_bytes");
+    uint64_t idle = (uint64_t)zkn_test_stat_int(root, "pool", "idle_bytes");
     ck_assert_uint_ge(idle, 2 * descs[0].size);
     json_decref(root);
 
@@ -232,13 +214,13 @@ START_TEST(trim_real)
     expect_status(r, 0);
     root = json_loads(r->out, 0, NULL);
     ck_assert_msg(root != NULL, "trim --json is not JSON:\n%s", r->out);
-    ck_assert_uint_eq(jget(root, "freed_bytes", NULL), idle);
-    ck_assert_uint_eq(jget(root, "pool_bytes", NULL), 0);
+    ck_assert_uint_eq((uint64_t)zkn_test_stat_int(root, "freed_bytes", NULL), idle);
+    ck_assert_uint_eq((uint64_t)zkn_test_stat_int(root, "pool_bytes", NULL), 0);
     json_decref(root);
 
-    root = stats_direct();
-    ck_assert_uint_eq(jget(root, "pool", "idle_bytes"), 0);
-    ck_assert_uint_ge(jget(root, "totals", "trimmed_bytes"), idle);
+    root = zkn_test_stats(daemon_.sock);
+    ck_assert_uint_eq((uint64_t)zkn_test_stat_int(root, "pool", "idle_bytes"), 0);
+    ck_assert_uint_ge((uint64_t)zkn_test_stat_int(root, "totals", "trimmed_bytes"), idle);
     json_decref(root);
 
     /* Default target (0) and the readable form. */
@@ -339,17 +321,25 @@ START_TEST(unreachable_no_socket)
 }
 END_TEST
 
+/* A socket of type bound at dir/sock.sock (dir a mkdtemp template, made
+ * here; the path to path). */
+static int bound_socket(int type, char *dir, char *path, size_t cap)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, cap, "%s/sock.sock", dir);
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    int s = socket(AF_UNIX, type, 0);
+    ck_assert_int_ge(s, 0);
+    ck_assert_int_eq(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    return s;
+}
+
 /* A socket file nobody listens on, as a crashed daemon leaves behind. */
 START_TEST(unreachable_stale_socket)
 {
     char dir[] = "/tmp/zkn-ctl-XXXXXX", path[64];
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-    snprintf(path, sizeof path, "%s/stale.sock", dir);
-    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
-    int s = socket(AF_UNIX, SOCK_SEQPACKET, 0);
-    ck_assert_int_eq(bind(s, (struct sockaddr *)&a, sizeof a), 0);
-    close(s);
+    close(bound_socket(SOCK_SEQPACKET, dir, path, sizeof path));
     struct run *r = run_ctl("--socket", path, "ping", NULL);
     expect_status(r, 2);
     expect_in(r->err, path);
@@ -593,12 +583,7 @@ END_TEST
 START_TEST(wrong_socket_type_exit_3)
 {
     char dir[] = "/tmp/zkn-ctl-XXXXXX", path[64];
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    ck_assert_ptr_nonnull(mkdtemp(dir));
-    snprintf(path, sizeof path, "%s/stream.sock", dir);
-    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
-    int s = socket(AF_UNIX, SOCK_STREAM, 0);
-    ck_assert_int_eq(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+    int s = bound_socket(SOCK_STREAM, dir, path, sizeof path);
     ck_assert_int_eq(listen(s, 1), 0);
     struct run *r = run_ctl("--socket", path, "ping", NULL);
     expect_status(r, 3);
@@ -612,8 +597,7 @@ END_TEST
 static Suite *ctl_suite(void)
 {
     Suite *s = suite_create("zknallocctl");
-    TCase *real = tcase_create("real_daemon");
-    tcase_set_timeout(real, 30);
+    TCase *real = zkn_test_tcase(s, "real_daemon", 30);
     tcase_add_unchecked_fixture(real, start_daemon, stop_daemon);
     tcase_add_test(real, ping_real);
     tcase_add_test(real, stats_json_real);
@@ -623,9 +607,7 @@ static Suite *ctl_suite(void)
     tcase_add_test(real, watch_ends_on_sigint);
     tcase_add_test(real, version_real);
     tcase_add_test(real, unreachable_permission);
-    suite_add_tcase(s, real);
-    TCase *bad = tcase_create("failures");
-    tcase_set_timeout(bad, 30);
+    TCase *bad = zkn_test_tcase(s, "failures", 30);
     tcase_add_test(bad, unreachable_no_socket);
     tcase_add_test(bad, version_without_daemon);
     tcase_add_test(bad, unreachable_stale_socket);
@@ -634,15 +616,7 @@ static Suite *ctl_suite(void)
     tcase_add_test(bad, daemon_errors_exit_3);
     tcase_add_test(bad, wrong_socket_type_exit_3);
     tcase_add_test(bad, watch_survives_a_restart);
-    suite_add_tcase(s, bad);
     return s;
 }
 
-int main(void)
-{
-    SRunner *r = srunner_create(ctl_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_MAIN(ctl_suite)

@@ -13,120 +13,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "daemon_fixture.h"
 #include "harness.h"
+#include "runner.h"
 #include "sizeclass.h"
 #include "wire.h"
-
-#define MIB (1u << 20)
-
-static struct zkn_test_daemon daemon_;
-static int fds_before;
-
-static void teardown(void)
-{
-    /* Every fd a test opened must be closed again. */
-    ck_assert_int_eq(zkn_test_count_fds(), fds_before);
-    int st = zkn_test_daemon_stop(&daemon_);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "daemon exit status %d", st);
-    zkn_test_daemon_cleanup(&daemon_);
-}
-
-/* Each test starts its own daemon (the fixture only checks and stops it). */
-static void start(const char *const *args)
-{
-    ck_assert_int_eq(zkn_test_daemon_start(&daemon_, args), 0);
-    fds_before = zkn_test_count_fds();
-}
-
-static int session_backing(uint32_t *backing)
-{
-    struct zkn_hello_ok ok;
-    int s = zkn_test_connect(daemon_.sock);
-    ck_assert_int_ge(s, 0);
-    ck_assert_int_eq(zkn_test_hello(s, &ok), 0);
-    if (backing)
-        *backing = ok.backing;
-    return s;
-}
-
-static int session(void) { return session_backing(NULL); }
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000 * 1000};
-    nanosleep(&ts, NULL);
-}
-
-static json_t *stats(void)
-{
-    char *text = zkn_test_stats_json(daemon_.sock);
-    ck_assert_ptr_nonnull(text);
-    json_error_t err;
-    json_t *j = json_loads(text, 0, &err);
-    ck_assert_msg(j != NULL, "stats is not JSON: %s", err.text);
-    free(text);
-    return j;
-}
-
-static json_int_t stat_int(json_t *j, const char *section, const char *key)
-{
-    json_t *v = json_object_get(json_object_get(j, section), key);
-    ck_assert_msg(json_is_integer(v), "stats lacks %s.%s", section, key);
-    return json_integer_value(v);
-}
-
-/* classes[cls].key, 0 when the class is not listed (never used). */
-static json_int_t class_int(json_t *j, int cls, const char *key)
-{
-    json_t *classes = json_object_get(j, "classes"), *c;
-    size_t i;
-    json_array_foreach(classes, i, c) {
-        if (json_integer_value(json_object_get(c, "class")) != cls)
-            continue;
-        json_t *v = json_object_get(c, key);
-        ck_assert_msg(json_is_integer(v), "stats lacks classes[%d].%s", cls, key);
-        return json_integer_value(v);
-    }
-    return 0;
-}
-
-/* Polls until the class's key == want, up to 5 s. */
-static void wait_class(int cls, const char *key, json_int_t want)
-{
-    json_int_t got = -1;
-    for (int i = 0; i < 500; i++) {
-        json_t *j = stats();
-        got = class_int(j, cls, key);
-        json_decref(j);
-        if (got == want)
-            return;
-        sleep_ms(10);
-    }
-    ck_abort_msg("classes[%d].%s stayed %lld, expected %lld", cls, key, (long long)got,
-                 (long long)want);
-}
-
-static void wait_stat(const char *section, const char *key, json_int_t want)
-{
-    json_int_t got = -1;
-    for (int i = 0; i < 500; i++) {
-        json_t *j = stats();
-        got = stat_int(j, section, key);
-        json_decref(j);
-        if (got == want)
-            return;
-        sleep_ms(10);
-    }
-    ck_abort_msg("%s.%s stayed %lld, expected %lld", section, key, (long long)got,
-                 (long long)want);
-}
 
 static void return_all(int s, const struct zkn_region_desc *d, int n, const int *fds)
 {
@@ -180,29 +71,40 @@ static uint32_t lend_refusal(int s, int cls, int count, char *text, size_t cap)
     return e.code;
 }
 
+/* Starts a daemon with args and opens a session to it; -1 (closed again)
+ * where the backing is memfd-4k, which makes every class inline: the cases
+ * about classes prepared in the background do not apply there. */
+static int start_session_unless_4k(const char *const *args)
+{
+    uint32_t backing;
+    fx_start(args);
+    int s = zkn_test_session(fx_daemon.sock, &backing);
+    if (backing != ZKN_BACKING_MEMFD_4K)
+        return s;
+    close(s);
+    return -1;
+}
+
 START_TEST(cold_lend_is_not_warm_at_once_then_served)
 {
-    start(NULL);
-    uint32_t backing;
-    int s = session_backing(&backing);
-    if (backing == ZKN_BACKING_MEMFD_4K) {
+    int s = start_session_unless_4k(NULL);
+    if (s < 0) {
         fprintf(stderr, "cold_lend: memfd-4k backing creates every class inline; skipped\n");
-        close(s);
         return;
     }
     struct zkn_region_desc d;
     int fd;
     int cls = zkn_size_class(16 * MIB);
     /* Making and warming 16 MiB takes milliseconds; the answer must not. */
-    double t0 = now_ms();
+    double t0 = zkn_test_now_ms();
     int n = zkn_test_lend(s, cls, 1, 0, &d, &fd);
-    double dt = now_ms() - t0;
+    double dt = zkn_test_now_ms() - t0;
     ck_assert_int_eq(n, -ZKN_E_NOT_WARM);
     ck_assert_msg(dt < 100, "not_warm took %.1f ms", dt);
 
     /* The daemon prepares the class: a later LEND is served from the pool. */
     for (int i = 0; i < 500 && n == -ZKN_E_NOT_WARM; i++) {
-        sleep_ms(10);
+        zkn_test_sleep_ms(10);
         n = zkn_test_lend(s, cls, 1, ZKN_LEND_ZEROED, &d, &fd);
     }
     ck_assert_int_eq(n, 1);
@@ -218,14 +120,14 @@ START_TEST(cold_lend_is_not_warm_at_once_then_served)
         ck_assert_msg(vec[i] & 1, "page %zu of a prepared region is not resident", i);
     munmap(p, d.size);
 
-    json_t *j = stats();
-    ck_assert_int_ge(class_int(j, cls, "not_warm"), 1);
-    ck_assert_int_eq(class_int(j, cls, "not_warm"), class_int(j, cls, "misses"));
-    ck_assert_int_eq(class_int(j, cls, "served_warm"), 1);
-    ck_assert_int_ge(class_int(j, cls, "prepared"), 1);
-    ck_assert_int_ge(class_int(j, cls, "target"), 1);
-    ck_assert_int_eq(stat_int(j, "pool", "served_warm"), 1);
-    ck_assert_int_ge(stat_int(j, "refusals", "not_warm"), 1);
+    json_t *j = zkn_test_stats(fx_daemon.sock);
+    ck_assert_int_ge(zkn_test_class_int(j, cls, "not_warm"), 1);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "not_warm"), zkn_test_class_int(j, cls, "misses"));
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "served_warm"), 1);
+    ck_assert_int_ge(zkn_test_class_int(j, cls, "prepared"), 1);
+    ck_assert_int_ge(zkn_test_class_int(j, cls, "target"), 1);
+    ck_assert_int_eq(zkn_test_stat_int(j, "pool", "served_warm"), 1);
+    ck_assert_int_ge(zkn_test_stat_int(j, "refusals", "not_warm"), 1);
     double share = json_real_value(json_object_get(json_object_get(j, "pool"),
                                                    "served_warm_share"));
     ck_assert_msg(share > 0 && share < 1, "served_warm_share %f", share);
@@ -237,31 +139,27 @@ END_TEST
 
 START_TEST(batch_miss_learns_target)
 {
-    start(NULL);
-    uint32_t backing;
-    int s = session_backing(&backing);
-    if (backing == ZKN_BACKING_MEMFD_4K) {
-        close(s);
+    int s = start_session_unless_4k(NULL);
+    if (s < 0)
         return;
-    }
     struct zkn_region_desc d[16];
     int fds[16];
     int cls = zkn_size_class(4 * MIB);
     ck_assert_int_eq(zkn_test_lend(s, cls, 4, 0, d, fds), -ZKN_E_NOT_WARM);
     /* The target is the batch asked for, and that many are prepared. */
-    json_t *j = stats();
-    ck_assert_int_eq(class_int(j, cls, "target"), 4);
+    json_t *j = zkn_test_stats(fx_daemon.sock);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "target"), 4);
     json_decref(j);
-    wait_class(cls, "clean", 4);
-    wait_stat("pool", "preparing_bytes", 0);
+    zkn_test_wait_class(fx_daemon.sock, cls, "clean", 4);
+    zkn_test_wait_stat(fx_daemon.sock, "pool", "preparing_bytes", 0);
     ck_assert_int_eq(zkn_test_lend(s, cls, 4, 0, d, fds), 4);
     /* Lending tops the class back up to its target in the background. */
-    wait_class(cls, "clean", 4);
-    j = stats();
-    ck_assert_int_eq(class_int(j, cls, "prepared"), 8);
-    ck_assert_int_eq(class_int(j, cls, "served_warm"), 1);
-    ck_assert_int_eq(class_int(j, cls, "not_warm"), 1);
-    ck_assert_int_eq(class_int(j, cls, "target"), 4);
+    zkn_test_wait_class(fx_daemon.sock, cls, "clean", 4);
+    j = zkn_test_stats(fx_daemon.sock);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "prepared"), 8);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "served_warm"), 1);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "not_warm"), 1);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "target"), 4);
     json_decref(j);
     return_all(s, d, 4, fds);
     close(s);
@@ -271,23 +169,24 @@ END_TEST
 START_TEST(prewarmed_class_is_served_warm)
 {
     const char *args[] = {"--prewarm", "8M=2", NULL};
-    start(args);
-    wait_stat("pool", "clean_bytes", 16 * MIB);
-    int s = session();
+    fx_start(args);
+    zkn_test_wait_stat(fx_daemon.sock, "pool", "clean_bytes", 16 * MIB);
+    int s = fx_session();
     struct zkn_region_desc d[2];
     int fds[2];
     int cls = zkn_size_class(8 * MIB);
     for (int i = 0; i < 2; i++) {
-        double t0 = now_ms();
+        double t0 = zkn_test_now_ms();
         ck_assert_int_eq(zkn_test_lend(s, cls, 1, ZKN_LEND_ZEROED, &d[i], &fds[i]), 1);
-        ck_assert_msg(now_ms() - t0 < 100, "a warm LEND took %.1f ms", now_ms() - t0);
+        double took = zkn_test_now_ms() - t0;
+        ck_assert_msg(took < 100, "a warm LEND took %.1f ms", took);
         ck_assert_int_eq(d[i].flags & ZKN_REGION_CLEAN, ZKN_REGION_CLEAN);
     }
-    json_t *j = stats();
-    ck_assert_int_eq(class_int(j, cls, "served_warm"), 2);
-    ck_assert_int_eq(class_int(j, cls, "not_warm"), 0);
-    ck_assert_int_eq(class_int(j, cls, "misses"), 0);
-    ck_assert_int_eq(class_int(j, cls, "prepared"), 2);
+    json_t *j = zkn_test_stats(fx_daemon.sock);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "served_warm"), 2);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "not_warm"), 0);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "misses"), 0);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "prepared"), 2);
     ck_assert(json_real_value(json_object_get(json_object_get(j, "pool"),
                                               "served_warm_share")) == 1.0);
     json_decref(j);
@@ -299,24 +198,20 @@ END_TEST
 START_TEST(unused_target_decays)
 {
     const char *args[] = {"--idle-decay", "1", NULL};
-    start(args);
-    uint32_t backing;
-    int s = session_backing(&backing);
-    if (backing == ZKN_BACKING_MEMFD_4K) {
-        close(s);
+    int s = start_session_unless_4k(args);
+    if (s < 0)
         return;
-    }
     struct zkn_region_desc d[2];
     int fds[2];
     int cls = zkn_size_class(2 * MIB);
     ck_assert_int_eq(zkn_test_lend(s, cls, 2, 0, d, fds), -ZKN_E_NOT_WARM);
-    json_t *j = stats();
-    ck_assert_int_eq(class_int(j, cls, "target"), 2);
+    json_t *j = zkn_test_stats(fx_daemon.sock);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "target"), 2);
     json_decref(j);
     /* Nobody asks again: the target halves per idle period down to 0, and
      * the regions prepared for it decay too. */
-    wait_class(cls, "target", 0);
-    wait_stat("pool", "idle_bytes", 0);
+    zkn_test_wait_class(fx_daemon.sock, cls, "target", 0);
+    zkn_test_wait_stat(fx_daemon.sock, "pool", "idle_bytes", 0);
     close(s);
 }
 END_TEST
@@ -324,31 +219,28 @@ END_TEST
 START_TEST(preparing_stays_under_pool_cap)
 {
     const char *args[] = {"--pool-bytes", "8M", NULL};
-    start(args);
-    uint32_t backing;
-    int s = session_backing(&backing);
-    if (backing == ZKN_BACKING_MEMFD_4K) {
-        close(s);
+    int s = start_session_unless_4k(args);
+    if (s < 0)
         return;
-    }
     struct zkn_region_desc d[16];
     int fds[16];
     int cls = zkn_size_class(4 * MIB);
     ck_assert_int_eq(zkn_test_lend(s, cls, 16, 0, d, fds), -ZKN_E_NOT_WARM);
-    json_t *j = stats();
-    ck_assert_int_eq(class_int(j, cls, "target"), 2); /* what fits in 8 MiB */
-    ck_assert_int_le(stat_int(j, "pool", "preparing_bytes") + stat_int(j, "pool", "idle_bytes"),
+    json_t *j = zkn_test_stats(fx_daemon.sock);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "target"), 2); /* what fits in 8 MiB */
+    ck_assert_int_le(zkn_test_stat_int(j, "pool", "preparing_bytes") +
+                         zkn_test_stat_int(j, "pool", "idle_bytes"),
                      8 * MIB);
     json_decref(j);
-    wait_class(cls, "clean", 2);
-    wait_stat("pool", "preparing_bytes", 0);
+    zkn_test_wait_class(fx_daemon.sock, cls, "clean", 2);
+    zkn_test_wait_stat(fx_daemon.sock, "pool", "preparing_bytes", 0);
     /* A class larger than the whole pool is never prepared. */
     int big = zkn_size_class(64 * MIB);
     ck_assert_int_eq(zkn_test_lend(s, big, 1, 0, d, fds), -ZKN_E_NOT_WARM);
-    j = stats();
-    ck_assert_int_eq(class_int(j, big, "target"), 0);
-    ck_assert_int_eq(stat_int(j, "pool", "preparing_bytes"), 0);
-    ck_assert_int_eq(stat_int(j, "pool", "idle_bytes"), 8 * MIB);
+    j = zkn_test_stats(fx_daemon.sock);
+    ck_assert_int_eq(zkn_test_class_int(j, big, "target"), 0);
+    ck_assert_int_eq(zkn_test_stat_int(j, "pool", "preparing_bytes"), 0);
+    ck_assert_int_eq(zkn_test_stat_int(j, "pool", "idle_bytes"), 8 * MIB);
     json_decref(j);
     close(s);
 }
@@ -357,12 +249,12 @@ END_TEST
 /* FORGET: the daemon lets go without zeroing, pooling or lending again. */
 static void forget_case(int cls, int may_be_cold)
 {
-    int s = session();
+    int s = fx_session();
     struct zkn_region_desc d;
     int fd;
     ck_assert_int_eq(zkn_test_lend(s, cls, 1, 0, &d, &fd), 1);
-    json_t *j = stats();
-    json_int_t regions = stat_int(j, "pool", "regions");
+    json_t *j = zkn_test_stats(fx_daemon.sock);
+    json_int_t regions = zkn_test_stat_int(j, "pool", "regions");
     json_decref(j);
     unsigned char *p = mmap(NULL, d.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     ck_assert_ptr_ne(p, MAP_FAILED);
@@ -372,11 +264,11 @@ static void forget_case(int cls, int may_be_cold)
     uint32_t v;
     ck_assert_int_eq(return_flags(s, &d.id, 1, ZKN_RETURN_FORGET, &v), ZKN_MSG_RETURN_OK);
     ck_assert_int_eq(v, 1);
-    j = stats();
-    ck_assert_int_eq(stat_int(j, "pool", "forgotten"), 1);
-    ck_assert_int_eq(stat_int(j, "pool", "lent_bytes"), 0);
-    ck_assert_int_eq(stat_int(j, "pool", "regions"), regions - 1);
-    ck_assert_int_eq(stat_int(j, "totals", "returns"), 0);
+    j = zkn_test_stats(fx_daemon.sock);
+    ck_assert_int_eq(zkn_test_stat_int(j, "pool", "forgotten"), 1);
+    ck_assert_int_eq(zkn_test_stat_int(j, "pool", "lent_bytes"), 0);
+    ck_assert_int_eq(zkn_test_stat_int(j, "pool", "regions"), regions - 1);
+    ck_assert_int_eq(zkn_test_stat_int(j, "totals", "returns"), 0);
     json_decref(j);
     ck_assert_int_eq(zkn_test_return(s, &d.id, 1), -ZKN_E_UNKNOWN_ID);
     /* The id never comes back, warm pool or not. */
@@ -386,7 +278,7 @@ static void forget_case(int cls, int may_be_cold)
         int n = zkn_test_lend(s, cls, 1, 0, &e, &efd);
         if (n == -ZKN_E_NOT_WARM) {
             ck_assert(may_be_cold); /* only classes lent from the pool */
-            sleep_ms(20);
+            zkn_test_sleep_ms(20);
             continue;
         }
         ck_assert_int_eq(n, 1);
@@ -403,7 +295,7 @@ static void forget_case(int cls, int may_be_cold)
 
 START_TEST(forgotten_region_never_lent_again)
 {
-    start(NULL);
+    fx_start(NULL);
     forget_case(zkn_size_class(1 * MIB), 0); /* made inline */
 }
 END_TEST
@@ -411,16 +303,16 @@ END_TEST
 START_TEST(forgotten_pooled_region_never_lent_again)
 {
     const char *args[] = {"--prewarm", "2M=1", NULL};
-    start(args);
-    wait_stat("pool", "clean_bytes", 2 * MIB);
+    fx_start(args);
+    zkn_test_wait_stat(fx_daemon.sock, "pool", "clean_bytes", 2 * MIB);
     forget_case(zkn_size_class(2 * MIB), 1);
 }
 END_TEST
 
 START_TEST(return_with_unknown_flags_is_malformed)
 {
-    start(NULL);
-    int s = session();
+    fx_start(NULL);
+    int s = fx_session();
     struct zkn_region_desc d;
     int fd;
     char buf[64];
@@ -432,15 +324,15 @@ START_TEST(return_with_unknown_flags_is_malformed)
     ck_assert_int_eq(zkn_test_recv(s, buf, sizeof buf, NULL, NULL, 2000), 0); /* closed */
     close(s);
     /* The lease was not taken by the refused frame: the process still holds it. */
-    s = session();
+    s = fx_session();
     ck_assert_int_eq(return_flags(s, &d.id, 1, ZKN_RETURN_FORGET | 4, &code), ZKN_MSG_ERROR);
     ck_assert_int_eq(code, ZKN_E_MALFORMED);
     close(s);
-    s = session();
+    s = fx_session();
     ck_assert_int_eq(zkn_test_return(s, &d.id, 1), 1);
-    json_t *j = stats();
-    ck_assert_int_eq(stat_int(j, "refusals", "malformed"), 2);
-    ck_assert_int_eq(stat_int(j, "pool", "forgotten"), 0);
+    json_t *j = zkn_test_stats(fx_daemon.sock);
+    ck_assert_int_eq(zkn_test_stat_int(j, "refusals", "malformed"), 2);
+    ck_assert_int_eq(zkn_test_stat_int(j, "pool", "forgotten"), 0);
     json_decref(j);
     close(s);
 }
@@ -478,13 +370,13 @@ START_TEST(client_cap_holds_over_concurrent_connections)
      * for all 16 at once. */
     const char *args[] = {"--client-cap-bytes", "32M", "--prewarm", "4M=16", "--pool-bytes",
                           "128M", NULL};
-    start(args);
-    wait_stat("pool", "clean_bytes", 64 * MIB);
+    fx_start(args);
+    zkn_test_wait_stat(fx_daemon.sock, "pool", "clean_bytes", 64 * MIB);
     int cls = zkn_size_class(4 * MIB), s[4];
     uint64_t ids[64];
     int nids = 0, refused = 0;
     for (int k = 0; k < 4; k++)
-        s[k] = session();
+        s[k] = fx_session();
     for (int round = 0; round < 3; round++) {
         for (int k = 0; k < 4; k++) {
             struct zkn_lend l = {.size_class = (uint16_t)cls, .count = 16};
@@ -500,8 +392,8 @@ START_TEST(client_cap_holds_over_concurrent_connections)
     }
     ck_assert_int_eq(nids, 8); /* exactly what 32 MiB holds */
     ck_assert_int_eq(refused, 11);
-    json_t *j = stats();
-    ck_assert_int_eq(stat_int(j, "pool", "lent_bytes"), 32 * MIB);
+    json_t *j = zkn_test_stats(fx_daemon.sock);
+    ck_assert_int_eq(zkn_test_stat_int(j, "pool", "lent_bytes"), 32 * MIB);
     json_decref(j);
     /* Past the cap even a cold class is refused, before any not_warm. */
     int big = zkn_size_class(16 * MIB);
@@ -521,12 +413,12 @@ END_TEST
 START_TEST(global_lent_cap_over_two_processes)
 {
     const char *args[] = {"--max-lent-bytes", "8M", "--prewarm", "4M=4", NULL};
-    start(args);
-    wait_stat("pool", "clean_bytes", 16 * MIB);
+    fx_start(args);
+    zkn_test_wait_stat(fx_daemon.sock, "pool", "clean_bytes", 16 * MIB);
     int cls = zkn_size_class(4 * MIB);
     struct zkn_region_desc d[4];
     int fds[4];
-    int s = session();
+    int s = fx_session();
     ck_assert_int_eq(zkn_test_lend(s, cls, 1, 0, &d[0], &fds[0]), 1);
     close(fds[0]);
 
@@ -539,7 +431,7 @@ START_TEST(global_lent_cap_over_two_processes)
         struct zkn_region_desc cd[4];
         int cfd[4];
         char text[ZKN_MAX_ERROR_TEXT + 1] = "";
-        int cs = zkn_test_connect(daemon_.sock);
+        int cs = zkn_test_connect(fx_daemon.sock);
         int got = -1;
         uint32_t code = 0;
         if (cs >= 0 && zkn_test_hello(cs, NULL) == 0) {
@@ -571,14 +463,14 @@ START_TEST(global_lent_cap_over_two_processes)
     char text[ZKN_MAX_ERROR_TEXT + 1];
     ck_assert_int_eq(lend_refusal(s, cls, 1, text, sizeof text), ZKN_E_CLIENT_CAP);
     ck_assert_ptr_nonnull(strstr(text, "--max-lent-bytes"));
-    json_t *j = stats();
-    ck_assert_int_eq(stat_int(j, "pool", "lent_bytes"), 8 * MIB);
-    ck_assert_int_eq(stat_int(j, "caps", "max_lent_bytes"), 8 * MIB);
+    json_t *j = zkn_test_stats(fx_daemon.sock);
+    ck_assert_int_eq(zkn_test_stat_int(j, "pool", "lent_bytes"), 8 * MIB);
+    ck_assert_int_eq(zkn_test_stat_int(j, "caps", "max_lent_bytes"), 8 * MIB);
     json_decref(j);
     /* When the other process exits its lease comes back and fits again. */
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
-    wait_stat("pool", "lent_bytes", 4 * MIB);
+    zkn_test_wait_stat(fx_daemon.sock, "pool", "lent_bytes", 4 * MIB);
     ck_assert_int_eq(zkn_test_lend(s, cls, 1, 0, &d[1], &fds[1]), 1);
     close(fds[1]);
     uint64_t ids[2] = {d[0].id, d[1].id};
@@ -590,9 +482,8 @@ END_TEST
 static Suite *lend_suite(void)
 {
     Suite *s = suite_create("daemon_lend");
-    TCase *tc = tcase_create("lend");
-    tcase_set_timeout(tc, 60);
-    tcase_add_checked_fixture(tc, NULL, teardown);
+    TCase *tc = zkn_test_tcase(s, "lend", 60);
+    tcase_add_checked_fixture(tc, NULL, fx_teardown); /* each test starts its own daemon */
     tcase_add_test(tc, cold_lend_is_not_warm_at_once_then_served);
     tcase_add_test(tc, batch_miss_learns_target);
     tcase_add_test(tc, prewarmed_class_is_served_warm);
@@ -603,15 +494,7 @@ static Suite *lend_suite(void)
     tcase_add_test(tc, return_with_unknown_flags_is_malformed);
     tcase_add_test(tc, client_cap_holds_over_concurrent_connections);
     tcase_add_test(tc, global_lent_cap_over_two_processes);
-    suite_add_tcase(s, tc);
     return s;
 }
 
-int main(void)
-{
-    SRunner *r = srunner_create(lend_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
-}
+ZKN_TEST_MAIN(lend_suite)

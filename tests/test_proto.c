@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "sizeclass.h"
 #include "sockpath.h"
 #include "wire.h"
@@ -142,19 +143,16 @@ START_TEST(frames_carry_fds_and_reject_overflow)
 }
 END_TEST
 
-int main(void)
+static Suite *make_suite(void)
 {
     Suite *s = suite_create("proto");
-    TCase *tc = tcase_create("proto");
+    TCase *tc = zkn_test_tcase(s, "proto", 0);
     tcase_add_test(tc, classes_round_trip);
     tcase_add_test(tc, sizes_parse);
     tcase_add_test(tc, header_checks);
     tcase_add_test(tc, socket_path_rule);
     tcase_add_test(tc, frames_carry_fds_and_reject_overflow);
-    suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return s;
 }
+
+ZKN_TEST_MAIN(make_suite)

@@ -20,84 +20,17 @@
 #include <sys/wait.h>
 
 #include "harness.h"
-
-/* A datagram socket playing systemd's side of NOTIFY_SOCKET. */
-struct notify_rx {
-    int fd;
-    char dir[64];
-    char path[96];
-};
-
-static void rx_open_path(struct notify_rx *rx)
-{
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    int one = 1;
-
-    snprintf(rx->dir, sizeof rx->dir, "/tmp/zkn-sdn-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(rx->dir));
-    snprintf(rx->path, sizeof rx->path, "%s/notify", rx->dir);
-    rx->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(rx->fd, 0);
-    /* As systemd does: the kernel then attaches the sender's credentials. */
-    ck_assert_int_eq(setsockopt(rx->fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof one), 0);
-    snprintf(a.sun_path, sizeof a.sun_path, "%s", rx->path);
-    ck_assert_int_eq(bind(rx->fd, (struct sockaddr *)&a, sizeof a), 0);
-    ck_assert_int_eq(setenv("NOTIFY_SOCKET", rx->path, 1), 0);
-}
-
-static void rx_close(struct notify_rx *rx)
-{
-    close(rx->fd);
-    if (rx->path[0])
-        unlink(rx->path);
-    if (rx->dir[0])
-        rmdir(rx->dir);
-    unsetenv("NOTIFY_SOCKET");
-}
+#include "runner.h"
 
 /* Receives one datagram: text NUL-terminated into buf, fds into fds (at most
  * maxfds), sender pid into *pid (0 if no credentials came). Returns the text
  * length, or -1 when nothing arrived within 2 s. */
-static ssize_t rx_recv(struct notify_rx *rx, char *buf, size_t cap, int *fds, size_t maxfds,
-                       size_t *nfds, pid_t *pid)
+static ssize_t rx_recv(struct zkn_test_notify *rx, char *buf, size_t cap, int *fds,
+                       size_t maxfds, size_t *nfds, pid_t *pid)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(struct ucred)) +
-                 CMSG_SPACE(sizeof(int) * ZKN_SD_MAX_FDS_PER_MSG)];
-        struct cmsghdr align;
-    } ctl;
-    struct iovec iov = {.iov_base = buf, .iov_len = cap - 1};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                         .msg_controllen = sizeof ctl.buf};
-    struct timeval tv = {.tv_sec = 2};
-    ssize_t n;
-
     *nfds = 0;
     *pid = 0;
-    ck_assert_int_eq(setsockopt(rx->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
-    n = recvmsg(rx->fd, &msg, MSG_CMSG_CLOEXEC);
-    if (n < 0)
-        return -1;
-    ck_assert_int_eq(msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC), 0);
-    buf[n] = '\0';
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level != SOL_SOCKET)
-            continue;
-        if (c->cmsg_type == SCM_CREDENTIALS) {
-            struct ucred u;
-            memcpy(&u, CMSG_DATA(c), sizeof u);
-            *pid = u.pid;
-        } else if (c->cmsg_type == SCM_RIGHTS) {
-            size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < k; i++) {
-                int fd;
-                memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-                ck_assert_uint_lt(*nfds, maxfds);
-                fds[(*nfds)++] = fd;
-            }
-        }
-    }
-    return n;
+    return zkn_test_notify_recv(rx, buf, cap, fds, maxfds, nfds, pid, 2000);
 }
 
 START_TEST(no_notify_socket_is_a_noop)
@@ -114,14 +47,14 @@ END_TEST
 
 START_TEST(ready_and_status_reach_a_path_socket)
 {
-    struct notify_rx rx = {0};
+    struct zkn_test_notify rx = {0};
     char buf[4096];
     int fds[4];
     size_t nfds;
     pid_t pid;
     int before = zkn_test_count_fds();
 
-    rx_open_path(&rx);
+    zkn_test_notify_open(&rx, 1);
     ck_assert_int_eq(zkn_sd_notify("READY=1\nSTATUS=pool 0 B idle, 0 clients"), 1);
     ck_assert_int_gt(rx_recv(&rx, buf, sizeof buf, fds, 4, &nfds, &pid), 0);
     ck_assert_str_eq(buf, "READY=1\nSTATUS=pool 0 B idle, 0 clients");
@@ -136,14 +69,14 @@ START_TEST(ready_and_status_reach_a_path_socket)
     ck_assert_int_eq(zkn_sd_notify("STOPPING=1"), 1);
     ck_assert_int_gt(rx_recv(&rx, buf, sizeof buf, fds, 4, &nfds, &pid), 0);
     ck_assert_str_eq(buf, "STOPPING=1");
-    rx_close(&rx);
+    zkn_test_notify_close(&rx);
     ck_assert_int_eq(zkn_test_count_fds(), before); /* the sending socket is closed */
 }
 END_TEST
 
 START_TEST(abstract_address)
 {
-    struct notify_rx rx = {.fd = -1};
+    struct zkn_test_notify rx = {.fd = -1};
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     char name[64], env[80], buf[256];
     int fds[4];
@@ -163,7 +96,7 @@ START_TEST(abstract_address)
     ck_assert_int_eq(zkn_sd_notify("READY=1"), 1);
     ck_assert_int_gt(rx_recv(&rx, buf, sizeof buf, fds, 4, &nfds, &pid), 0);
     ck_assert_str_eq(buf, "READY=1");
-    rx_close(&rx);
+    zkn_test_notify_close(&rx);
 }
 END_TEST
 
@@ -209,13 +142,13 @@ static void assert_same_file(int a, int b)
 
 START_TEST(fdstore_fds_arrive)
 {
-    struct notify_rx rx = {0};
+    struct zkn_test_notify rx = {0};
     char buf[256], tag[32];
     int sent[3], got[8];
     size_t nfds;
     pid_t pid;
 
-    rx_open_path(&rx);
+    zkn_test_notify_open(&rx, 1);
     for (int i = 0; i < 3; i++) {
         snprintf(tag, sizeof tag, "region-%d", i);
         sent[i] = tagged_memfd(tag);
@@ -235,21 +168,21 @@ START_TEST(fdstore_fds_arrive)
         ck_assert_int_ge(fcntl(sent[i], F_GETFD), 0);
         close(sent[i]);
     }
-    rx_close(&rx);
+    zkn_test_notify_close(&rx);
 }
 END_TEST
 
 START_TEST(many_fds_are_split_into_batches)
 {
     enum { N = ZKN_SD_MAX_FDS_PER_MSG + 20 };
-    struct notify_rx rx = {0};
+    struct zkn_test_notify rx = {0};
     char buf[256];
     int base, *sent = calloc(N, sizeof(int)), got[ZKN_SD_MAX_FDS_PER_MSG];
     size_t nfds, total = 0;
     pid_t pid;
 
     ck_assert_ptr_nonnull(sent);
-    rx_open_path(&rx);
+    zkn_test_notify_open(&rx, 1);
     base = tagged_memfd("x");
     for (int i = 0; i < N; i++) {
         sent[i] = fcntl(base, F_DUPFD_CLOEXEC, 0);
@@ -272,7 +205,7 @@ START_TEST(many_fds_are_split_into_batches)
         close(sent[i]);
     close(base);
     free(sent);
-    rx_close(&rx);
+    zkn_test_notify_close(&rx);
 }
 END_TEST
 
@@ -431,29 +364,20 @@ END_TEST
 static Suite *sdnotify_suite(void)
 {
     Suite *s = suite_create("sdnotify");
-    TCase *n = tcase_create("notify");
+    TCase *n = zkn_test_tcase(s, "notify", 0);
     tcase_add_test(n, no_notify_socket_is_a_noop);
     tcase_add_test(n, ready_and_status_reach_a_path_socket);
     tcase_add_test(n, abstract_address);
     tcase_add_test(n, bad_addresses_fail_cleanly);
     tcase_add_test(n, fdstore_fds_arrive);
     tcase_add_test(n, many_fds_are_split_into_batches);
-    suite_add_tcase(s, n);
-    TCase *l = tcase_create("listen_fds");
+    TCase *l = zkn_test_tcase(s, "listen_fds", 0);
     tcase_add_test(l, listen_fds_right_pid_with_names);
     tcase_add_test(l, listen_fds_wrong_pid);
     tcase_add_test(l, listen_fds_absent);
     tcase_add_test(l, listen_fds_default_names);
     tcase_add_test(l, listen_fds_malformed);
-    suite_add_tcase(s, l);
     return s;
 }
 
-int main(void)
-{
-    SRunner *r = srunner_create(sdnotify_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_MAIN(sdnotify_suite)

@@ -18,91 +18,31 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "sizeclass.h"
 #include "wire.h"
 
 #define MIB (1u << 20)
 #define MAX_STORED 64
 
-struct notify_sink {
-    int fd;
-    char path[96];
-    char dir[64];
-};
-
-static void sink_open(struct notify_sink *s)
-{
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    snprintf(s->dir, sizeof s->dir, "/tmp/zkn-notify-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(s->dir));
-    snprintf(s->path, sizeof s->path, "%s/notify", s->dir);
-    s->fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(s->fd, 0);
-    snprintf(a.sun_path, sizeof a.sun_path, "%s", s->path);
-    ck_assert_int_eq(bind(s->fd, (struct sockaddr *)&a, sizeof a), 0);
-    setenv("NOTIFY_SOCKET", s->path, 1);
-}
-
-static void sink_close(struct notify_sink *s)
-{
-    unsetenv("NOTIFY_SOCKET");
-    close(s->fd);
-    unlink(s->path);
-    rmdir(s->dir);
-}
-
-/* One datagram: text into buf, fds appended to fds[*nfds]. 0 on timeout. */
-static ssize_t sink_read(struct notify_sink *s, char *buf, size_t cap, int *fds, size_t *nfds,
-                         int timeout_ms)
-{
-    struct pollfd p = {.fd = s->fd, .events = POLLIN};
-    if (poll(&p, 1, timeout_ms) <= 0)
-        return 0;
-    union {
-        char b[CMSG_SPACE(sizeof(int) * 16)];
-        struct cmsghdr align;
-    } ctl;
-    struct iovec iov = {.iov_base = buf, .iov_len = cap - 1};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
-                       .msg_controllen = sizeof ctl.b};
-    ssize_t n = recvmsg(s->fd, &m, MSG_CMSG_CLOEXEC);
-    if (n < 0)
-        return -1;
-    buf[n] = '\0';
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-            if (fds && *nfds < MAX_STORED)
-                fds[(*nfds)++] = fd;
-            else
-                close(fd);
-        }
-    }
-    return n;
-}
-
 START_TEST(ready_and_status)
 {
-    struct notify_sink sink;
+    struct zkn_test_notify sink;
     struct zkn_test_daemon d;
     char buf[4096];
-    sink_open(&sink);
+    zkn_test_notify_open(&sink, 0);
     ck_assert_int_eq(zkn_test_daemon_start(&d, NULL), 0);
-    ck_assert_int_gt(sink_read(&sink, buf, sizeof buf, NULL, NULL, 5000), 0);
+    ck_assert_int_gt(zkn_test_notify_recv(&sink, buf, sizeof buf, NULL, 0, NULL, NULL, 5000), 0);
     ck_assert_ptr_nonnull(strstr(buf, "READY=1"));
     ck_assert_ptr_nonnull(strstr(buf, "STATUS=pool "));
     ck_assert_ptr_nonnull(strstr(buf, "backing "));
     zkn_test_daemon_stop(&d);
     int saw_stopping = 0;
-    while (sink_read(&sink, buf, sizeof buf, NULL, NULL, 500) > 0)
+    while (zkn_test_notify_recv(&sink, buf, sizeof buf, NULL, 0, NULL, NULL, 500) > 0)
         saw_stopping |= strstr(buf, "STOPPING=1") != NULL;
     ck_assert(saw_stopping);
     zkn_test_daemon_cleanup(&d);
-    sink_close(&sink);
+    zkn_test_notify_close(&sink);
 }
 END_TEST
 
@@ -131,23 +71,6 @@ static pid_t spawn_with_fds(const char *sock, const int *fds, size_t n, const ch
     _exit(127);
 }
 
-static int wait_ping(const char *sock)
-{
-    for (int i = 0; i < 500; i++) {
-        int s = zkn_test_connect(sock);
-        if (s >= 0) {
-            char buf[64];
-            int ok = zkn_test_send(s, ZKN_MSG_PING, 1, NULL, 0) == 0 &&
-                     zkn_test_recv(s, buf, sizeof buf, NULL, NULL, 1000) > 0;
-            close(s);
-            if (ok)
-                return 0;
-        }
-        usleep(10000);
-    }
-    return -1;
-}
-
 static json_int_t stats_value(const char *sock, const char *section, const char *key)
 {
     char *text = zkn_test_stats_json(sock);
@@ -162,13 +85,13 @@ static json_int_t stats_value(const char *sock, const char *section, const char 
 
 START_TEST(warm_restart_through_fd_store)
 {
-    struct notify_sink sink;
+    struct zkn_test_notify sink;
     struct zkn_test_daemon d;
     char buf[4096];
     int stored[MAX_STORED];
     size_t nstored = 0;
     char names[2048] = "";
-    sink_open(&sink);
+    zkn_test_notify_open(&sink, 0);
     const char *args[] = {"--prewarm", "4M=2", "--prewarm", "64K=1", NULL};
     ck_assert_int_eq(zkn_test_daemon_start(&d, args), 0);
     for (int i = 0; i < 500 && stats_value(d.sock, "pool", "clean_bytes") != 8 * MIB + 65536; i++)
@@ -191,7 +114,8 @@ START_TEST(warm_restart_through_fd_store)
     char sock[192];
     snprintf(sock, sizeof sock, "%s", d.sock);
     zkn_test_daemon_stop(&d);
-    while (sink_read(&sink, buf, sizeof buf, stored, &nstored, 500) > 0) {
+    while (zkn_test_notify_recv(&sink, buf, sizeof buf, stored, MAX_STORED, &nstored, NULL,
+                                500) > 0) {
         char *name = strstr(buf, "FDNAME=");
         if (strstr(buf, "FDSTORE=1") && name) {
             if (names[0])
@@ -207,7 +131,7 @@ START_TEST(warm_restart_through_fd_store)
     /* The next instance gets the regions back and lends them warm. */
     pid_t pid = spawn_with_fds(sock, stored, nstored, names);
     zkn_close_fds(stored, nstored);
-    ck_assert_int_eq(wait_ping(sock), 0);
+    ck_assert_int_eq(zkn_test_wait_ping(sock), 0);
     ck_assert_int_eq(stats_value(sock, "totals", "restored"), 3);
     ck_assert_int_eq(stats_value(sock, "totals", "created"), 0);
     for (int i = 0; i < 500 && stats_value(sock, "pool", "clean_bytes") != 8 * MIB + 65536; i++)
@@ -240,7 +164,7 @@ START_TEST(warm_restart_through_fd_store)
     waitpid(pid, &st, 0);
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     zkn_test_daemon_cleanup(&d);
-    sink_close(&sink);
+    zkn_test_notify_close(&sink);
 }
 END_TEST
 
@@ -259,7 +183,7 @@ START_TEST(bogus_stored_fds_are_dropped)
     ck_assert_int_eq(ftruncate(fds[2], 65536), 0);
     pid_t pid = spawn_with_fds(sock, fds, 3, "zkn-region-0--1-c:garbage:zkn-region-0--1-c");
     zkn_close_fds(fds, 3);
-    ck_assert_int_eq(wait_ping(sock), 0);
+    ck_assert_int_eq(zkn_test_wait_ping(sock), 0);
     ck_assert_int_eq(stats_value(sock, "totals", "restored"), 0);
     ck_assert_int_eq(stats_value(sock, "pool", "idle_bytes"), 0);
     kill(pid, SIGTERM);
@@ -312,19 +236,15 @@ START_TEST(socket_activation)
 }
 END_TEST
 
-int main(void)
+static Suite *make_suite(void)
 {
     Suite *s = suite_create("service");
-    TCase *tc = tcase_create("service");
-    tcase_set_timeout(tc, 60);
+    TCase *tc = zkn_test_tcase(s, "service", 60);
     tcase_add_test(tc, ready_and_status);
     tcase_add_test(tc, warm_restart_through_fd_store);
     tcase_add_test(tc, bogus_stored_fds_are_dropped);
     tcase_add_test(tc, socket_activation);
-    suite_add_tcase(s, tc);
-    SRunner *r = srunner_create(s);
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? 1 : 0;
+    return s;
 }
+
+ZKN_TEST_MAIN(make_suite)

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "runner.h"
 #include "sockpath.h"
 
 /* ---- helpers ---- */
@@ -521,31 +522,18 @@ END_TEST
 static Suite *systemd_suite(void)
 {
     Suite *s = suite_create("systemd");
-    TCase *u = tcase_create("units");
-    tcase_set_timeout(u, 120);
+    TCase *u = zkn_test_tcase(s, "units", 120);
     tcase_add_test(u, units_pass_systemd_analyze_verify);
     tcase_add_test(u, units_agree_with_the_socket_rule);
     tcase_add_test(u, sysusers_creates_the_socket_group);
     tcase_add_test(u, thp_snippet_writes_advise);
-    suite_add_tcase(s, u);
-    TCase *i = tcase_create("install");
-    tcase_set_timeout(i, 180);
+    TCase *i = zkn_test_tcase(s, "install", 180);
     tcase_add_test(i, install_with_destdir);
     tcase_add_test(i, man_pages_format_cleanly);
-    suite_add_tcase(s, i);
-    TCase *d = tcase_create("daemon");
-    tcase_set_timeout(d, 30);
+    TCase *d = zkn_test_tcase(s, "daemon", 30);
     tcase_add_test(d, socket_activation_serves_clients);
     tcase_add_test(d, daemon_reports_readiness);
-    suite_add_tcase(s, d);
     return s;
 }
 
-int main(void)
-{
-    SRunner *r = srunner_create(systemd_suite());
-    srunner_run_all(r, CK_NORMAL);
-    int failed = srunner_ntests_failed(r);
-    srunner_free(r);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
-}
+ZKN_TEST_MAIN(systemd_suite)
