@@ -256,10 +256,7 @@ void handle_frame(struct conn *c, const char *frame, size_t len)
         return;
     }
     long fixed = zkn_fixed_payload_size(h.type);
-    int is_request = h.type == ZKN_MSG_HELLO || h.type == ZKN_MSG_LEND ||
-                     h.type == ZKN_MSG_RETURN || h.type == ZKN_MSG_STATS ||
-                     h.type == ZKN_MSG_TRIM || h.type == ZKN_MSG_PING;
-    if (!is_request) {
+    if (!zkn_msg_is_request(h.type)) {
         conn_reply_error(c, h.request_id, ZKN_E_BAD_TYPE, "message type %u (%s) is not a request",
                     h.type, zkn_msg_type_name(h.type));
         return;

@@ -3,24 +3,41 @@
 
 #include <string.h>
 
+/* Every message once: its name, its payload size (-1: variable) and who sends
+ * it. The daemon's dispatch, zknallocctl and the names in logs all read this. */
+static const struct {
+    const char *name;
+    long fixed_size;
+    int is_request; /* client -> daemon */
+} messages[] = {
+    [ZKN_MSG_HELLO] = {"HELLO", sizeof(struct zkn_hello), 1},
+    [ZKN_MSG_HELLO_OK] = {"HELLO_OK", sizeof(struct zkn_hello_ok), 0},
+    [ZKN_MSG_LEND] = {"LEND", sizeof(struct zkn_lend), 1},
+    [ZKN_MSG_REGIONS] = {"REGIONS", -1, 0},
+    [ZKN_MSG_RETURN] = {"RETURN", -1, 1},
+    [ZKN_MSG_RETURN_OK] = {"RETURN_OK", sizeof(struct zkn_return_ok), 0},
+    [ZKN_MSG_STATS] = {"STATS", 0, 1},
+    [ZKN_MSG_STATS_REPLY] = {"STATS_REPLY", -1, 0},
+    [ZKN_MSG_ERROR] = {"ERROR", -1, 0},
+    [ZKN_MSG_TRIM] = {"TRIM", sizeof(struct zkn_trim), 1},
+    [ZKN_MSG_TRIM_OK] = {"TRIM_OK", sizeof(struct zkn_trim_ok), 0},
+    [ZKN_MSG_PING] = {"PING", 0, 1},
+    [ZKN_MSG_PONG] = {"PONG", 0, 0},
+};
+
+static int known(uint16_t type)
+{
+    return type < sizeof messages / sizeof messages[0] && messages[type].name;
+}
+
 const char *zkn_msg_type_name(uint16_t type)
 {
-    switch (type) {
-    case ZKN_MSG_HELLO: return "HELLO";
-    case ZKN_MSG_HELLO_OK: return "HELLO_OK";
-    case ZKN_MSG_LEND: return "LEND";
-    case ZKN_MSG_REGIONS: return "REGIONS";
-    case ZKN_MSG_RETURN: return "RETURN";
-    case ZKN_MSG_RETURN_OK: return "RETURN_OK";
-    case ZKN_MSG_STATS: return "STATS";
-    case ZKN_MSG_STATS_REPLY: return "STATS_REPLY";
-    case ZKN_MSG_ERROR: return "ERROR";
-    case ZKN_MSG_TRIM: return "TRIM";
-    case ZKN_MSG_TRIM_OK: return "TRIM_OK";
-    case ZKN_MSG_PING: return "PING";
-    case ZKN_MSG_PONG: return "PONG";
-    default: return "UNKNOWN";
-    }
+    return known(type) ? messages[type].name : "UNKNOWN";
+}
+
+int zkn_msg_is_request(uint16_t type)
+{
+    return known(type) && messages[type].is_request;
 }
 
 const char *zkn_err_name(uint32_t code)
@@ -82,16 +99,5 @@ int zkn_hdr_check(const void *frame, size_t len)
 
 long zkn_fixed_payload_size(uint16_t type)
 {
-    switch (type) {
-    case ZKN_MSG_HELLO: return sizeof(struct zkn_hello);
-    case ZKN_MSG_HELLO_OK: return sizeof(struct zkn_hello_ok);
-    case ZKN_MSG_LEND: return sizeof(struct zkn_lend);
-    case ZKN_MSG_RETURN_OK: return sizeof(struct zkn_return_ok);
-    case ZKN_MSG_STATS: return 0;
-    case ZKN_MSG_TRIM: return sizeof(struct zkn_trim);
-    case ZKN_MSG_TRIM_OK: return sizeof(struct zkn_trim_ok);
-    case ZKN_MSG_PING: return 0;
-    case ZKN_MSG_PONG: return 0;
-    default: return -1;
-    }
+    return known(type) ? messages[type].fixed_size : -1;
 }

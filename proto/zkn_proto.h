@@ -160,5 +160,7 @@ int zkn_hdr_check(const void *frame, size_t len);
 
 /* Expected payload size for fixed-size messages, or -1 for variable ones. */
 long zkn_fixed_payload_size(uint16_t type);
+/* 1 for the messages a client sends (HELLO, LEND, RETURN, STATS, TRIM, PING). */
+int zkn_msg_is_request(uint16_t type);
 
 #endif

@@ -76,6 +76,13 @@ START_TEST(header_checks)
     h->magic = 0;
     ck_assert_int_eq(zkn_hdr_check(frame, sizeof *h), ZKN_E_MALFORMED);
     ck_assert_str_eq(zkn_msg_type_name(ZKN_MSG_LEND), "LEND");
+    ck_assert_str_eq(zkn_msg_type_name(999), "UNKNOWN");
+    /* One table says who sends what: the daemon refuses the rest. */
+    ck_assert(zkn_msg_is_request(ZKN_MSG_LEND) && zkn_msg_is_request(ZKN_MSG_PING));
+    ck_assert(!zkn_msg_is_request(ZKN_MSG_REGIONS) && !zkn_msg_is_request(ZKN_MSG_ERROR));
+    ck_assert(!zkn_msg_is_request(0) && !zkn_msg_is_request(999));
+    ck_assert_int_eq(zkn_fixed_payload_size(ZKN_MSG_LEND), (long)sizeof(struct zkn_lend));
+    ck_assert_int_eq(zkn_fixed_payload_size(ZKN_MSG_RETURN), -1);
     ck_assert_str_eq(zkn_err_name(ZKN_E_CLIENT_CAP), "client_cap");
     ck_assert_str_eq(zkn_backing_name(ZKN_BACKING_MEMFD_COLLAPSE), "memfd-collapse");
 }
