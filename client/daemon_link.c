@@ -12,8 +12,9 @@
  *     private memory. Whoever reads a frame delivers it: the waiter's reply
  *     lands in a mailbox, late replies are handled when they come (a late
  *     REGIONS is returned at once, a late HELLO_OK completes the session).
- *   - A daemon that does not answer within HELLO_WAIT_MS / LEND_WAIT_MS (a
- *     healthy round trip is ~30 us) is left alone for a quiet period that
+ *   - A daemon that does not answer within wait_ms (10 ms unless
+ *     ZK_NALLOC_DAEMON_WAIT_MS says otherwise; a healthy round trip is
+ *     ~30 us) is left alone for a quiet period that
  *     doubles up to QUIET_MAX_NS, during which a miss costs one atomic load.
  *     A missing daemon (connect fails) is retried on the same schedule.
  *
@@ -23,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -35,8 +37,8 @@
 #include "wire.h"
 #include "zkn_proto.h"
 
-#define HELLO_WAIT_MS 10
-#define LEND_WAIT_MS 10
+#define WAIT_MS_DEFAULT 10
+#define WAIT_MS_MAX 1000
 #define POLL_SLICE_MS 1 /* another thread may read our reply: look again this often */
 #define QUIET_MIN_NS 250000000ull
 #define QUIET_MAX_NS 2000000000ull
@@ -278,7 +280,22 @@ static int wait_locked(int (*done)(void), int timeout_ms)
 static int hello_arrived(void) { return hello_rid == 0; }
 static int lend_arrived(void) { return mb_ready; }
 
-/* Not connected: try to be, within HELLO_WAIT_MS. 0 when connected. */
+/* How long a HELLO or LEND may wait: ZK_NALLOC_DAEMON_WAIT_MS (1-1000), for
+ * hosts so loaded that a healthy daemon misses 10 ms; read once. */
+static int wait_ms(void)
+{
+    static int ms;
+    if (!ms) {
+        const char *e = secure_getenv("ZK_NALLOC_DAEMON_WAIT_MS");
+        long v = 0;
+        for (; e && *e >= '0' && *e <= '9' && v <= WAIT_MS_MAX; e++)
+            v = v * 10 + (*e - '0');
+        ms = e && !*e && v >= 1 && v <= WAIT_MS_MAX ? (int)v : WAIT_MS_DEFAULT;
+    }
+    return ms;
+}
+
+/* Not connected: try to be, within wait_ms(). 0 when connected. */
 static int connect_locked(void)
 {
     const char *path = link_path;
@@ -324,7 +341,7 @@ static int connect_locked(void)
     }
     if (!hello_rid)
         return atomic_load(&connected) ? 0 : -1;
-    int rc = wait_locked(hello_arrived, HELLO_WAIT_MS);
+    int rc = wait_locked(hello_arrived, wait_ms());
     if (rc == 0) /* the late HELLO_OK is read by whoever comes next */
         be_quiet_locked(zkn__now_ns());
     return atomic_load(&connected) ? 0 : -1;
@@ -453,7 +470,7 @@ int zkn__daemon_lend(int c, int count, uint32_t demand, int zeroed, struct zkn__
         goto out;
     }
     atomic_fetch_add(&zkn__ctr.lends, 1);
-    int rc = wait_locked(lend_arrived, LEND_WAIT_MS);
+    int rc = wait_locked(lend_arrived, wait_ms());
     if (rc <= 0) {
         if (rc == 0) { /* slow: its answer is given back when it comes */
             lend_abandoned = 1;

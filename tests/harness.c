@@ -216,6 +216,10 @@ int zkn_test_daemon_start_at(struct zkn_test_daemon *d, const char *sock,
         argv[argc++] = extra_args[i];
     argv[argc] = NULL;
     setenv("ZK_NALLOC_SOCKET", d->sock, 1);
+    /* Suites that check where a block came from are not timing tests: a
+     * loaded machine must not turn a slow answer into private memory. (The
+     * never-wait suite sets the library's default back.) */
+    setenv("ZK_NALLOC_DAEMON_WAIT_MS", "500", 0);
 
     d->pid = fork();
     if (d->pid < 0)

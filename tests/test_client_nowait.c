@@ -21,8 +21,10 @@ static struct zkn_test_daemon daemon_;
 static void start_daemon(void)
 {
     static const char *const args[] = {"--prewarm", "4M=8", NULL};
-    /* A small cache, so that requests keep reaching the daemon. */
+    /* A small cache, so that requests keep reaching the daemon, and the
+     * library's own wait (10 ms), which these tests are about. */
     setenv("ZK_NALLOC_CACHE_BYTES", "1M", 1);
+    setenv("ZK_NALLOC_DAEMON_WAIT_MS", "10", 1);
     zkn_test_daemon_up(&daemon_, NULL, args);
 }
 
@@ -177,6 +179,8 @@ START_TEST(a_burst_teaches_the_daemon_what_to_keep_ready)
 {
     enum { BURST = 12 };
     const size_t size = 6 * MiB;
+    /* Where blocks come from is the point here, not the wait. */
+    setenv("ZK_NALLOC_DAEMON_WAIT_MS", "500", 1);
     int served[2] = {0, 0};
     for (int proc = 0; proc < 2; proc++) {
         int out[2];

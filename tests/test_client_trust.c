@@ -221,6 +221,7 @@ START_TEST(a_daemon_lending_anything_but_a_sealed_region_is_dropped)
     pthread_t t;
     pthread_create(&t, NULL, serve_bogus, &f);
     setenv("ZK_NALLOC_SOCKET", path, 1);
+    setenv("ZK_NALLOC_DAEMON_WAIT_MS", "500", 1); /* the fake answers slowly under ASan */
     struct zkn_stats s;
     /* A reply slower than the client waits (a sanitizer build) is given back
      * unmapped; the next request after the quiet period sees the bogus fd. */

@@ -19,6 +19,8 @@
  *   ZK_NALLOC_SHOW_STATS=1 print zkn_stats() to stderr at exit.
  *   ZK_NALLOC_DAEMON_UID   a numeric uid trusted to serve the library, besides
  *                          root and the process's own.
+ *   ZK_NALLOC_DAEMON_WAIT_MS  the most one request waits for the daemon
+ *                          (1-1000 ms, default 10), then private memory.
  *
  * Every function is thread-safe. */
 #ifndef ZKNALLOC_H
