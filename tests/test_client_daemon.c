@@ -343,6 +343,7 @@ END_TEST
 
 START_TEST(hung_daemon_times_out)
 {
+    setenv("ZK_NALLOC_DAEMON_WAIT_MS", "10", 1); /* the library's default: the wait is tested */
     void *p = zkn_malloc(1 * MiB);
     ck_assert_uint_eq(zkn_test_lib_stats().daemon_connected, 1);
     kill(daemon_.pid, SIGSTOP);
