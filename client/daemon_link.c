@@ -285,13 +285,8 @@ static int lend_arrived(void) { return mb_ready; }
 static int wait_ms(void)
 {
     static int ms;
-    if (!ms) {
-        const char *e = secure_getenv("ZK_NALLOC_DAEMON_WAIT_MS");
-        long v = 0;
-        for (; e && *e >= '0' && *e <= '9' && v <= WAIT_MS_MAX; e++)
-            v = v * 10 + (*e - '0');
-        ms = e && !*e && v >= 1 && v <= WAIT_MS_MAX ? (int)v : WAIT_MS_DEFAULT;
-    }
+    if (!ms)
+        ms = (int)zkn__env_uint("ZK_NALLOC_DAEMON_WAIT_MS", 1, WAIT_MS_MAX, WAIT_MS_DEFAULT);
     return ms;
 }
 
@@ -488,37 +483,16 @@ int zkn__daemon_lend(int c, int count, uint32_t demand, int zeroed, struct zkn__
         handle_error_reply(c, buf, n, now);
         goto out;
     }
-    struct zkn_regions r = {0};
-    if (n >= sizeof h + sizeof r)
-        memcpy(&r, buf + sizeof h, sizeof r);
-    if (h.type != ZKN_MSG_REGIONS || r.count == 0 || r.count > (uint32_t)count ||
-        r.count != mb_nfds || n != sizeof h + sizeof r + r.count * sizeof(struct zkn_region_desc)) {
+    int rc2 = zkn__trust_regions(buf, n, mb_fds, mb_nfds, c, count, hello.backing, out);
+    if (rc2 < 0) {
         mailbox_clear_locked();
         disconnect_locked();
+        if (rc2 == -2) /* not what a zknallocd lends: stop trusting this daemon */
+            atomic_store(&quiet_until, zkn__now_ns() + QUIET_MAX_NS);
         goto out;
     }
+    got = rc2;
     *gen = atomic_load(&live_gen);
-    for (uint32_t i = 0; i < r.count; i++) {
-        struct zkn_region_desc d;
-        memcpy(&d, buf + sizeof h + sizeof r + i * sizeof d, sizeof d);
-        if (d.size != zkn_class_size(c) || d.size_class != c ||
-            zkn__trust_region_fd(mb_fds[i], d.size, hello.backing) != 0) {
-            /* Not what a zknallocd lends: stop trusting this daemon. */
-            zkn__log_once("zknalloc: zknallocd lent a file that is not a sealed region of the "
-                         "size it announced; not using it\n");
-            for (int k = 0; k < got; k++)
-                close(out[k].fd);
-            got = 0;
-            mailbox_clear_locked();
-            disconnect_locked();
-            atomic_store(&quiet_until, zkn__now_ns() + QUIET_MAX_NS);
-            goto out;
-        }
-        out[got].fd = mb_fds[i];
-        out[got].id = d.id;
-        out[got].clean = (d.flags & ZKN_REGION_CLEAN) != 0;
-        got++;
-    }
     mb_nfds = 0; /* the fds are the caller's now */
     mb_ready = 0;
 out:

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "os.h"
 #include "zkn_proto.h"
 
 #define TMPFS_FS_MAGIC 0x01021994
@@ -32,16 +33,7 @@
  * (uid_t)-1 when unset or not a number. */
 static uid_t configured_uid(void)
 {
-    const char *s = secure_getenv("ZK_NALLOC_DAEMON_UID");
-    uint64_t v = 0;
-    if (!s || !*s)
-        return (uid_t)-1;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9' || v > UINT32_MAX / 10)
-            return (uid_t)-1;
-        v = v * 10 + (uint64_t)(*s - '0');
-    }
-    return v >= UINT32_MAX ? (uid_t)-1 : (uid_t)v;
+    return (uid_t)zkn__env_uint("ZK_NALLOC_DAEMON_UID", 0, UINT32_MAX - 1, UINT32_MAX);
 }
 
 static int uid_trusted(uid_t u)
@@ -104,6 +96,33 @@ int zkn__trust_region_fd(int fd, uint64_t size, uint32_t backing)
     int seals = fcntl(fd, F_GET_SEALS);
     const int need = F_SEAL_SHRINK | F_SEAL_GROW;
     return seals >= 0 && (seals & need) == need ? 0 : -1;
+}
+
+int zkn__trust_regions(const char *frame, size_t len, const int *fds, size_t nfds, int c,
+                       int asked, uint32_t backing, struct zkn__lent *out)
+{
+    struct zkn_hdr h;
+    struct zkn_regions r = {0};
+    memcpy(&h, frame, sizeof h);
+    if (len >= sizeof h + sizeof r)
+        memcpy(&r, frame + sizeof h, sizeof r);
+    if (h.type != ZKN_MSG_REGIONS || r.count == 0 || r.count > (uint32_t)asked ||
+        r.count != nfds || len != sizeof h + sizeof r + r.count * sizeof(struct zkn_region_desc))
+        return -1;
+    for (uint32_t i = 0; i < r.count; i++) {
+        struct zkn_region_desc d;
+        memcpy(&d, frame + sizeof h + sizeof r + i * sizeof d, sizeof d);
+        if (d.size != zkn_class_size(c) || d.size_class != c ||
+            zkn__trust_region_fd(fds[i], d.size, backing) != 0) {
+            zkn__log_once("zknalloc: zknallocd lent a file that is not a sealed region of the "
+                          "size it announced; not using it\n");
+            return -2;
+        }
+        out[i].fd = fds[i];
+        out[i].id = d.id;
+        out[i].clean = (d.flags & ZKN_REGION_CLEAN) != 0;
+    }
+    return (int)r.count;
 }
 
 /* The identity of the daemon process at the other end: its pid as we see it

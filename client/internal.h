@@ -206,6 +206,11 @@ extern int zkn__populate_daemon; /* map warm daemon regions with MAP_POPULATE */
 int zkn__trust_socket_dir(const char *sock_path, uid_t *dir_owner);
 int zkn__trust_peer(int sock, uid_t dir_owner);
 int zkn__trust_region_fd(int fd, uint64_t size, uint32_t backing);
+/* A REGIONS reply to a LEND of `asked` regions of class c, with its fds:
+ * fills out[] and returns how many; -1 for a malformed reply, -2 for a
+ * region that is not what a zknallocd lends. The fds stay the caller's. */
+int zkn__trust_regions(const char *frame, size_t len, const int *fds, size_t nfds, int c,
+                       int asked, uint32_t backing, struct zkn__lent *out);
 /* Who serves sock: its pid and start time (else the socket file's inode). */
 void zkn__daemon_instance(int sock, const char *path, uint64_t out[2]);
 

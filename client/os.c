@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <stdint.h>
@@ -13,6 +14,20 @@ size_t zkn__page_size(void)
 {
     long ps = sysconf(_SC_PAGESIZE);
     return ps > 0 ? (size_t)ps : 4096;
+}
+
+uint64_t zkn__env_uint(const char *name, uint64_t min, uint64_t max, uint64_t dflt)
+{
+    const char *s = secure_getenv(name);
+    uint64_t v = 0;
+    if (!s || !*s)
+        return dflt;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10)
+            return dflt;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    return v >= min && v <= max ? v : dflt;
 }
 
 void *zkn__map_none(size_t len)

@@ -130,6 +130,39 @@ START_TEST(a_daemon_of_another_user_at_the_default_path_learns_nothing)
 }
 END_TEST
 
+/* A daemon another user runs is trusted once that user is named in
+ * ZK_NALLOC_DAEMON_UID, and only in a directory others cannot write. */
+START_TEST(a_configured_daemon_uid_is_trusted_in_a_safe_directory)
+{
+    char dir[64], path[128], uid[16];
+    snprintf(dir, sizeof dir, "/tmp/zknalloc-%d", VICTIM_UID);
+    snprintf(path, sizeof path, "%s/zknallocd.sock", dir);
+    snprintf(uid, sizeof uid, "%d", ATTACKER_UID);
+    for (int safe = 0; safe < 2; safe++) {
+        pid_t mk = fork();
+        if (mk == 0) {
+            become(ATTACKER_UID);
+            mode_t mode = safe ? 0755 : 0777;
+            _exit(mkdir(dir, mode) == 0 && chmod(dir, mode) == 0 ? 0 : 1);
+        }
+        int st;
+        waitpid(mk, &st, 0);
+        ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        pid_t d = daemon_as(ATTACKER_UID, path, "0666");
+        ck_assert_int_gt(d, 0);
+        setenv("ZK_NALLOC_DAEMON_UID", uid, 1);
+        int rc = victim_run(safe);
+        unsetenv("ZK_NALLOC_DAEMON_UID");
+        kill(d, SIGKILL);
+        waitpid(d, NULL, 0);
+        unlink(path);
+        rmdir(dir);
+        ck_assert_msg(rc == 0, "%s directory: status %d", safe ? "a safe" : "a world-writable",
+                      rc);
+    }
+}
+END_TEST
+
 /* ---- a daemon that lends what is not a region ---- */
 
 struct fake {
@@ -251,10 +284,12 @@ static Suite *suite(void)
 {
     Suite *s = suite_create("client_trust");
     TCase *t = zkn_test_tcase(s, "trust", 60);
-    if (geteuid() == 0)
+    if (geteuid() == 0) {
         tcase_add_test(t, a_daemon_of_another_user_at_the_default_path_learns_nothing);
-    else
-        fprintf(stderr, "skipping the other-user test: it needs root\n");
+        tcase_add_test(t, a_configured_daemon_uid_is_trusted_in_a_safe_directory);
+    } else {
+        fprintf(stderr, "skipping the other-user tests: they need root\n");
+    }
     tcase_add_loop_test(t, a_daemon_lending_anything_but_a_sealed_region_is_dropped, 0, 3);
     return s;
 }
