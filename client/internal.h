@@ -8,7 +8,9 @@
  *   counters.c           the counters zkn_stats() reports
  *   daemon_trust.c       whom the client trusts: socket directory, peer, fds
  *   daemon_queue.c       ids owed to the daemon (RETURN, FORGET)
- *   daemon_link.c        transport to zknallocd: HELLO, LEND, RETURN, FORGET
+ *   daemon_core.c        the link's state, framing, replies, bounded waits
+ *   daemon_session.c     connecting and HELLO
+ *   daemon_link.c        requests: LEND, RETURN, FORGET (transport only)
  *   window.c             the reserved address window, its slots and states
  *   region.c             what backs a slot: private memory or a daemon memfd
  *   cache.c              per-thread and shared caches of free regions, the cap
