@@ -83,10 +83,7 @@ static void fork_check(size_t n)
     memset(cached, 'K', n);
     zkn_free(cached); /* a cached shared region at fork time */
     int to_child[2], to_parent[2];
-    ck_assert_int_eq(pipe(to_child), 0);
-    ck_assert_int_eq(pipe(to_parent), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
+    pid_t pid = zkn_test_fork_piped(to_child, to_parent);
     char b;
     if (pid == 0) {
         int ok = read(to_child[0], &b, 1) == 1; /* the parent has written 'P' by now */
@@ -126,10 +123,7 @@ static void fork_check(size_t n)
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child saw the parent's writes");
     zkn_free(p);
     zkn_free(again[0]);
-    close(to_child[0]);
-    close(to_child[1]);
-    close(to_parent[0]);
-    close(to_parent[1]);
+    zkn_test_close_pipes(to_child, to_parent);
 }
 
 START_TEST(fork_makes_shared_regions_private)
