@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -68,6 +69,27 @@ static inline void zkn_test_join_all(const pthread_t *t, int n)
         void *r;
         pthread_join(t[i], &r);
         ck_assert_msg(r == NULL, "thread %d: error %d", i, (int)(uintptr_t)r);
+    }
+}
+
+/* A fork with a handshake over two pipes: to_child (the parent writes, the
+ * child reads) and to_parent. Opens both and forks, asserting each step;
+ * returns fork()'s pid (0 in the child). */
+static inline pid_t zkn_test_fork_piped(int to_child[2], int to_parent[2])
+{
+    ck_assert_int_eq(pipe(to_child), 0);
+    ck_assert_int_eq(pipe(to_parent), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    return pid;
+}
+
+/* Closes the four ends zkn_test_fork_piped opened. */
+static inline void zkn_test_close_pipes(int to_child[2], int to_parent[2])
+{
+    for (int i = 0; i < 2; i++) {
+        close(to_child[i]);
+        close(to_parent[i]);
     }
 }
 

@@ -1,45 +1,7 @@
 /* libzknalloc against a real zknallocd on a temporary socket: regions lent
  * and mapped, calloc on dirty shared regions, fork with shared regions, the
  * cap returning regions, the daemon killed mid-run and a new one taking over. */
-#include <check.h>
-#include <errno.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
-
-#include "client_helpers.h"
-#include "harness.h"
-#include "runner.h"
-#include "sizeclass.h"
-#include "zknalloc.h"
-
-#define KiB ((size_t)1 << 10)
-#define MiB ((size_t)1 << 20)
-
-static struct zkn_test_daemon daemon_;
-
-/* The classes these tests take from the daemon, made ready before each test:
- * a daemon with nothing ready answers not_warm and the client then uses
- * private memory (classes under 2 MiB are made on demand). */
-static const char *const WARM[] = {"--prewarm", "4M=12", "--prewarm", "6M=2", "--prewarm",
-                                   "8M=2",      "--prewarm", "16M=4", NULL};
-#define WARM_BYTES ((12 * 4 + 2 * 6 + 2 * 8 + 4 * 16) * MiB)
-
-static void start_warm_at(const char *path)
-{
-    zkn_test_daemon_up(&daemon_, path, WARM);
-    ck_assert_int_eq(zkn_test_daemon_wait_clean(daemon_.sock, WARM_BYTES, 10000), 0);
-}
-
-static void start_daemon(void) { start_warm_at(NULL); }
-
-static void stop_daemon(void) { zkn_test_daemon_down(&daemon_); }
+#include "client_daemon_fixture.h"
 
 START_TEST(large_blocks_come_from_the_daemon)
 {
@@ -121,10 +83,7 @@ static void fork_check(size_t n)
     memset(cached, 'K', n);
     zkn_free(cached); /* a cached shared region at fork time */
     int to_child[2], to_parent[2];
-    ck_assert_int_eq(pipe(to_child), 0);
-    ck_assert_int_eq(pipe(to_parent), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
+    pid_t pid = zkn_test_fork_piped(to_child, to_parent);
     char b;
     if (pid == 0) {
         int ok = read(to_child[0], &b, 1) == 1; /* the parent has written 'P' by now */
@@ -164,10 +123,7 @@ static void fork_check(size_t n)
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child saw the parent's writes");
     zkn_free(p);
     zkn_free(again[0]);
-    close(to_child[0]);
-    close(to_child[1]);
-    close(to_parent[0]);
-    close(to_parent[1]);
+    zkn_test_close_pipes(to_child, to_parent);
 }
 
 START_TEST(fork_makes_shared_regions_private)
@@ -369,174 +325,6 @@ START_TEST(hung_daemon_times_out)
 }
 END_TEST
 
-START_TEST(over_the_cap_regions_go_back)
-{
-    setenv("ZK_NALLOC_CACHE_BYTES", "8M", 1);
-    void *p[10];
-    for (int i = 0; i < 10; i++) {
-        p[i] = zkn_malloc(4 * MiB);
-        memset(p[i], i, 4 * MiB);
-    }
-    ck_assert_uint_eq(zkn_test_lib_stats().bytes_leased, 40 * MiB);
-    for (int i = 0; i < 10; i++)
-        zkn_free(p[i]);
-    struct zkn_stats s = zkn_test_lib_stats();
-    ck_assert_uint_eq(s.bytes_cached, 8 * MiB);
-    ck_assert_uint_eq(s.bytes_leased, 8 * MiB);
-    ck_assert_uint_eq(s.daemon_returns, 8);
-    zkn_release_cache();
-    s = zkn_test_lib_stats();
-    ck_assert_uint_eq(s.bytes_leased, 0);
-    ck_assert_uint_eq(s.daemon_returns, 10);
-    /* The daemon took them back: they are lent again, warm. */
-    void *q = zkn_malloc(4 * MiB);
-    ck_assert_ptr_nonnull(q);
-    zkn_free(q);
-}
-END_TEST
-
-static void *churn(void *arg)
-{
-    return zkn_test_churn((unsigned)(uintptr_t)arg, 64 * KiB, 8 * MiB, 1u << 4, 150, NULL);
-}
-
-START_TEST(threads_share_daemon_regions)
-{
-    enum { T = 6 };
-    pthread_t t[T];
-    for (int i = 0; i < T; i++)
-        pthread_create(&t[i], NULL, churn, (void *)(uintptr_t)(i + 1));
-    zkn_test_join_all(t, T);
-    struct zkn_stats s = zkn_test_lib_stats();
-    ck_assert_uint_eq(s.bytes_live, 0);
-    ck_assert_uint_gt(s.daemon_lends, 0);
-    ck_assert_uint_le(s.bytes_cached, s.cache_cap);
-}
-END_TEST
-
-START_TEST(no_fd_leaks_with_daemon)
-{
-    int before = zkn_test_count_fds();
-    for (int i = 0; i < 100; i++) {
-        void *p = zkn_malloc((size_t)(i % 9 + 1) * 700 * KiB);
-        zkn_free(p);
-        if (i % 10 == 0)
-            zkn_release_cache();
-    }
-    zkn_release_cache();
-    /* One socket, no region fds kept. */
-    ck_assert_int_eq(zkn_test_count_fds(), before + 1);
-}
-END_TEST
-
-START_TEST(refusals_fall_back_quietly)
-{
-    /* This daemon lends at most 8 MiB to us: the rest must come from private
-     * memory, with the daemon still connected. */
-    zkn_test_daemon_stop(&daemon_);
-    zkn_test_daemon_cleanup(&daemon_);
-    static const char *const args[] = {"--client-cap-bytes", "8M", "--prewarm", "4M=4", NULL};
-    ck_assert_int_eq(zkn_test_daemon_start(&daemon_, args), 0);
-    ck_assert_int_eq(zkn_test_daemon_wait_clean(daemon_.sock, 16 * MiB, 10000), 0);
-    void *p[5];
-    for (int i = 0; i < 5; i++) {
-        p[i] = zkn_malloc(4 * MiB);
-        ck_assert_ptr_nonnull(p[i]);
-        zkn_test_fill(p[i], 4 * MiB, (uint64_t)i);
-    }
-    struct zkn_stats s = zkn_test_lib_stats();
-    ck_assert_uint_eq(s.daemon_connected, 1);
-    ck_assert_uint_eq(s.bytes_leased, 8 * MiB);
-    ck_assert_uint_ge(s.fallbacks, 1);
-    for (int i = 0; i < 5; i++) {
-        ck_assert(zkn_test_check_fill(p[i], 4 * MiB, (uint64_t)i));
-        zkn_free(p[i]);
-    }
-}
-END_TEST
-
-START_TEST(soften_gives_daemon_regions_back)
-{
-    void *p = zkn_malloc(6 * MiB);
-    void *q = zkn_malloc(16 * MiB);
-    ck_assert_uint_eq(zkn_test_lib_stats().bytes_leased, 22 * MiB);
-    zkn_free(p);
-    zkn_free(q);
-    zkn_soften_cache();
-    struct zkn_stats s = zkn_test_lib_stats();
-    ck_assert_uint_eq(s.bytes_leased, 0);
-    ck_assert_uint_eq(s.bytes_cached, 0);
-    ck_assert_uint_eq(s.daemon_returns, 2);
-    unsigned char *r = zkn_calloc(1, 6 * MiB); /* lent again (maybe the same one, zeroed) */
-    ck_assert(zkn_test_all_byte(r, 6 * MiB, 0));
-    zkn_free(r);
-}
-END_TEST
-
-START_TEST(release_while_threads_use_daemon_regions)
-{
-    enum { T = 4 };
-    pthread_t t[T];
-    for (int i = 0; i < T; i++)
-        pthread_create(&t[i], NULL, churn, (void *)(uintptr_t)(i + 40));
-    zkn_test_release_and_soften(100, 2);
-    zkn_test_join_all(t, T);
-    zkn_release_cache();
-    struct zkn_stats s = zkn_test_lib_stats();
-    ck_assert_uint_eq(s.bytes_leased, 0);
-    ck_assert_uint_eq(s.bytes_cached, 0);
-    ck_assert_uint_gt(s.daemon_returns, 0);
-    ck_assert_uint_eq(s.daemon_connected, 1);
-}
-END_TEST
-
-/* Waits until a miss reconnects to the daemon at daemon_.sock. */
-static int reconnect(void)
-{
-    for (int tries = 0; tries < 60; tries++) {
-        void *r = zkn_malloc(11 * MiB + (size_t)tries * 2 * MiB); /* a new class each time */
-        int ok = zkn_test_lib_stats().daemon_connected == 1;
-        zkn_free(r);
-        if (ok)
-            return 1;
-        zkn_test_sleep_ms(100);
-    }
-    return 0;
-}
-
-START_TEST(one_log_line_at_most)
-{
-    char path[sizeof daemon_.sock], logf[] = "/tmp/zkn-log-XXXXXX";
-    memcpy(path, daemon_.sock, sizeof path);
-    int fd = mkstemp(logf);
-    ck_assert_int_ge(fd, 0);
-    unlink(logf); /* read back through fd */
-    int saved = dup(2);
-    dup2(fd, 2);
-    for (int round = 0; round < 2; round++) {
-        void *p = zkn_malloc(3 * MiB);
-        ck_assert_uint_eq(zkn_test_lib_stats().daemon_connected, 1);
-        zkn_test_daemon_kill(&daemon_);
-        void *q = zkn_malloc(5 * MiB + (size_t)round * MiB * 4); /* notices the loss */
-        ck_assert_ptr_nonnull(q);
-        zkn_free(p);
-        zkn_free(q);
-        start_warm_at(path);
-        ck_assert(reconnect());
-    }
-    dup2(saved, 2);
-    close(saved);
-    char buf[4096];
-    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
-    close(fd);
-    buf[n > 0 ? n : 0] = '\0';
-    int lines = 0; /* the library's lines, not the daemons' ("zknallocd: ...") */
-    for (char *l = buf; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL)
-        lines += strncmp(l, "zknalloc: ", 10) == 0;
-    ck_assert_msg(lines == 1, "%d log lines: %s", lines, buf);
-    ck_assert_uint_eq(zkn_test_lib_stats().reconnects, 2);
-}
-END_TEST
 
 static Suite *suite(void)
 {
@@ -551,13 +339,6 @@ static Suite *suite(void)
     tcase_add_test(t, daemon_killed_mid_run_then_replaced);
     tcase_add_test(t, old_daemon_regions_are_not_returned_to_a_new_one);
     tcase_add_test(t, hung_daemon_times_out);
-    tcase_add_test(t, one_log_line_at_most);
-    tcase_add_test(t, over_the_cap_regions_go_back);
-    tcase_add_test(t, threads_share_daemon_regions);
-    tcase_add_test(t, release_while_threads_use_daemon_regions);
-    tcase_add_test(t, no_fd_leaks_with_daemon);
-    tcase_add_test(t, refusals_fall_back_quietly);
-    tcase_add_test(t, soften_gives_daemon_regions_back);
     return s;
 }
 

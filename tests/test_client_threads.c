@@ -153,10 +153,7 @@ START_TEST(fork_writes_stay_apart)
     unsigned char *p = zkn_malloc(n);
     memset(p, 'A', n);
     int to_child[2], to_parent[2];
-    ck_assert_int_eq(pipe(to_child), 0);
-    ck_assert_int_eq(pipe(to_parent), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
+    pid_t pid = zkn_test_fork_piped(to_child, to_parent);
     char b;
     if (pid == 0) {
         int ok = read(to_child[0], &b, 1) == 1;
@@ -178,10 +175,7 @@ START_TEST(fork_writes_stay_apart)
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     zkn_free(p);
-    for (int i = 0; i < 2; i++) {
-        close(to_child[i]);
-        close(to_parent[i]);
-    }
+    zkn_test_close_pipes(to_child, to_parent);
 }
 END_TEST
 

@@ -8,164 +8,7 @@
  * Checks that need a tool (systemd-analyze, systemd-sysusers, groff,
  * systemd-socket-activate) are skipped with a message naming it when it is
  * absent. */
-#include <check.h>
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <jansson.h>
-#include <libgen.h>
-#include <signal.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/time.h>
-#include <sys/un.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include "harness.h"
-#include "runner.h"
-#include "sockpath.h"
-
-/* ---- helpers ---- */
-
-struct out {
-    int status; /* exit status, -1 when killed or not run */
-    char text[1 << 16];
-    char err[1 << 16];
-};
-
-static void slurp(int fd, char *buf, size_t cap)
-{
-    ssize_t n = pread(fd, buf, cap - 1, 0);
-    buf[n > 0 ? n : 0] = '\0';
-    close(fd);
-}
-
-/* Runs argv[0] (found on PATH) with stdout/stderr captured. A nested make
- * must not see the outer make's jobserver, so its variables are dropped. */
-static struct out *run(const char *const *argv)
-{
-    static struct out o;
-    int fo = memfd_create("out", MFD_CLOEXEC), fe = memfd_create("err", MFD_CLOEXEC);
-    ck_assert(fo >= 0 && fe >= 0);
-    fflush(NULL);
-    pid_t p = fork();
-    ck_assert_int_ge(p, 0);
-    if (p == 0) {
-        dup2(fo, 1);
-        dup2(fe, 2);
-        unsetenv("MAKEFLAGS");
-        unsetenv("MFLAGS");
-        unsetenv("MAKELEVEL");
-        execvp(argv[0], (char *const *)argv);
-        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    int st;
-    ck_assert_int_eq(waitpid(p, &st, 0), p);
-    o.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-    slurp(fo, o.text, sizeof o.text);
-    slurp(fe, o.err, sizeof o.err);
-    return &o;
-}
-
-static int have(const char *tool)
-{
-    const char *argv[] = {"sh", "-c", "command -v \"$0\" >/dev/null", tool, NULL};
-    return run(argv)->status == 0;
-}
-
-#define SKIP_WITHOUT(tool)                                                                 \
-    do {                                                                                   \
-        if (!have(tool)) {                                                                 \
-            fprintf(stderr, "test_systemd: %s not installed; skipping %s\n", tool,         \
-                    __func__);                                                             \
-            return;                                                                        \
-        }                                                                                  \
-    } while (0)
-
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    ck_assert_msg(f != NULL, "cannot open %s: %s", path, strerror(errno));
-    static char buf[1 << 16];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
-static void must_exist(const char *root, const char *rel)
-{
-    char p[512];
-    struct stat st;
-    snprintf(p, sizeof p, "%s%s", root, rel);
-    ck_assert_msg(lstat(p, &st) == 0, "not installed: %s", p);
-}
-
-/* The source tree: the current directory when `make test` runs, else the
- * parent of the build directory. */
-static const char *repo_root(void)
-{
-    static char root[256];
-    struct stat st;
-    if (!root[0]) {
-        char *r;
-        if (stat("systemd/install.mk", &st) == 0 && stat("Makefile", &st) == 0)
-            r = realpath(".", NULL);
-        else
-            r = realpath(zkn_test_build_path(""), NULL);
-        ck_assert_ptr_nonnull(r);
-        ck_assert_uint_lt(strlen(r), sizeof root);
-        snprintf(root, sizeof root, "%s", stat("systemd/install.mk", &st) == 0 ? r : dirname(r));
-        free(r);
-    }
-    return root;
-}
-
-/* The make variable B naming the build tree the tests were built in, so a
- * nested `make install` installs those very binaries without rebuilding. */
-static const char *build_var(void)
-{
-    static char b[600];
-    char *dir = realpath(zkn_test_build_path("."), NULL);
-    ck_assert_ptr_nonnull(dir);
-    snprintf(b, sizeof b, "B=%s", dir);
-    free(dir);
-    return b;
-}
-
-static char tmp_[64];
-
-static void make_tmp(void)
-{
-    snprintf(tmp_, sizeof tmp_, "/tmp/zkn-sd-XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(tmp_));
-}
-
-static void rm_tmp(void)
-{
-    if (tmp_[0]) {
-        const char *argv[] = {"rm", "-rf", tmp_, NULL};
-        run(argv);
-        tmp_[0] = '\0';
-    }
-}
-
-static void make_install(const char *destdir, const char *prefix)
-{
-    char d[600], p[600];
-    snprintf(d, sizeof d, "DESTDIR=%s", destdir);
-    snprintf(p, sizeof p, "PREFIX=%s", prefix);
-    const char *argv[] = {"make", "-s", "-C", repo_root(), build_var(), d, p, "install", NULL};
-    struct out *o = run(argv);
-    ck_assert_msg(o->status == 0, "make install failed:\n%s\n%s", o->text, o->err);
-}
+#include "systemd_helpers.h"
 
 /* ---- units ---- */
 
@@ -304,102 +147,6 @@ START_TEST(thp_snippet_writes_advise)
 }
 END_TEST
 
-/* ---- make install ---- */
-
-/* Installed text files must not mention DESTDIR: they are read after the
- * staged tree is copied to /. */
-static void assert_no_destdir(const char *path, const char *destdir)
-{
-    char *t = read_file(path);
-    ck_assert_msg(!strstr(t, destdir), "%s mentions DESTDIR %s", path, destdir);
-}
-
-START_TEST(install_with_destdir)
-{
-    char dest[128], p[512];
-    make_tmp();
-    snprintf(dest, sizeof dest, "%s/stage", tmp_);
-    make_install(dest, "/usr/local");
-
-    static const char *const files[] = {
-        "/usr/local/sbin/zknallocd",
-        "/usr/local/bin/zknallocctl",
-        "/usr/local/lib/libzknalloc.so.0",
-        "/usr/local/lib/libzknalloc.so",
-        "/usr/local/lib/libzknalloc.a",
-        "/usr/local/include/zknalloc.h",
-        "/usr/local/lib/pkgconfig/zknalloc.pc",
-        "/usr/local/share/man/man1/zknallocctl.1",
-        "/usr/local/share/man/man3/zknalloc.3",
-        "/usr/local/share/man/man7/zknalloc.7",
-        "/usr/local/share/man/man8/zknallocd.8",
-        "/usr/local/lib/systemd/system/zknallocd.service",
-        "/usr/local/lib/systemd/system/zknallocd.socket",
-        "/usr/local/lib/systemd/user/zknallocd.service",
-        "/usr/local/lib/systemd/user/zknallocd.socket",
-        "/usr/local/lib/sysusers.d/zknalloc.conf",
-        "/usr/local/share/zknalloc/zknalloc-thp.conf",
-        "/usr/local/share/doc/zknalloc/systemd.md",
-    };
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++)
-        must_exist(dest, files[i]);
-
-    /* The THP snippet is opt-in: nowhere tmpfiles.d would read it. */
-    snprintf(p, sizeof p, "%s/usr/local/lib/tmpfiles.d/zknalloc-thp.conf", dest);
-    ck_assert_int_ne(access(p, F_OK), 0);
-
-    snprintf(p, sizeof p, "%s/usr/local/lib/pkgconfig/zknalloc.pc", dest);
-    assert_no_destdir(p, dest);
-    ck_assert_ptr_nonnull(strstr(read_file(p), "prefix=/usr/local\n"));
-    ck_assert_ptr_nonnull(strstr(read_file(p), "libdir=/usr/local/lib\n"));
-    static const char *const text[] = {
-        "/usr/local/lib/systemd/system/zknallocd.service",
-        "/usr/local/lib/systemd/system/zknallocd.socket",
-        "/usr/local/lib/systemd/user/zknallocd.service",
-        "/usr/local/lib/systemd/user/zknallocd.socket",
-        "/usr/local/lib/sysusers.d/zknalloc.conf",
-        "/usr/local/share/zknalloc/zknalloc-thp.conf",
-    };
-    for (size_t i = 0; i < sizeof text / sizeof *text; i++) {
-        snprintf(p, sizeof p, "%s%s", dest, text[i]);
-        assert_no_destdir(p, dest);
-    }
-    snprintf(p, sizeof p, "%s/usr/local/lib/systemd/system/zknallocd.service", dest);
-    ck_assert_ptr_nonnull(strstr(read_file(p), "\nExecStart=/usr/local/sbin/zknallocd "));
-    rm_tmp();
-
-    /* Another prefix: ExecStart follows SBINDIR. */
-    make_tmp();
-    snprintf(dest, sizeof dest, "%s/stage", tmp_);
-    make_install(dest, "/usr");
-    must_exist(dest, "/usr/lib/systemd/system/zknallocd.service");
-    snprintf(p, sizeof p, "%s/usr/lib/systemd/system/zknallocd.service", dest);
-    ck_assert_ptr_nonnull(strstr(read_file(p), "\nExecStart=/usr/sbin/zknallocd "));
-    snprintf(p, sizeof p, "%s/usr/lib/pkgconfig/zknalloc.pc", dest);
-    assert_no_destdir(p, dest);
-    ck_assert_ptr_nonnull(strstr(read_file(p), "prefix=/usr\n"));
-    rm_tmp();
-}
-END_TEST
-
-/* ---- man pages ---- */
-
-START_TEST(man_pages_format_cleanly)
-{
-    SKIP_WITHOUT("groff");
-    static const char *const pages[] = {"zknallocd.8", "zknallocctl.1", "zknalloc.3",
-                                        "zknalloc.7"};
-    for (size_t i = 0; i < sizeof pages / sizeof *pages; i++) {
-        char p[600];
-        snprintf(p, sizeof p, "%s/man/%s", repo_root(), pages[i]);
-        const char *argv[] = {"groff", "-man", "-Tutf8", "-ww", "-z", p, NULL};
-        struct out *o = run(argv);
-        ck_assert_msg(o->status == 0 && o->err[0] == '\0', "groff on %s (status %d):\n%s", p,
-                      o->status, o->err);
-    }
-}
-END_TEST
-
 /* ---- the real daemon under systemd's protocols ---- */
 
 static void wait_exit(pid_t p, int *st)
@@ -519,6 +266,7 @@ START_TEST(daemon_reports_readiness)
 }
 END_TEST
 
+
 static Suite *systemd_suite(void)
 {
     Suite *s = suite_create("systemd");
@@ -527,9 +275,6 @@ static Suite *systemd_suite(void)
     tcase_add_test(u, units_agree_with_the_socket_rule);
     tcase_add_test(u, sysusers_creates_the_socket_group);
     tcase_add_test(u, thp_snippet_writes_advise);
-    TCase *i = zkn_test_tcase(s, "install", 180);
-    tcase_add_test(i, install_with_destdir);
-    tcase_add_test(i, man_pages_format_cleanly);
     TCase *d = zkn_test_tcase(s, "daemon", 30);
     tcase_add_test(d, socket_activation_serves_clients);
     tcase_add_test(d, daemon_reports_readiness);
