@@ -74,7 +74,8 @@ void zkn__link_mailbox_clear(void)
     L->mb_ready = 0;
 }
 
-void zkn__link_disconnect(void)
+/* Closes the socket and forgets every reply still expected on it. */
+static void close_socket(void)
 {
     if (L->sock >= 0)
         close(L->sock);
@@ -85,6 +86,11 @@ void zkn__link_disconnect(void)
     L->lend_rid = 0;
     L->lend_abandoned = 0;
     zkn__link_mailbox_clear();
+}
+
+void zkn__link_disconnect(void)
+{
+    close_socket();
     if (atomic_exchange(&L->connected, 0))
         zkn__log_once("zknalloc: lost the zknallocd daemon; large blocks now come from private memory\n");
     zkn__link_be_quiet(zkn__now_ns());
@@ -253,16 +259,8 @@ int zkn__link_wait(int (*done)(void), int timeout_ms)
 /* The parent's socket, leases and queued ids are not the child's. */
 void zkn__link_reset(void)
 {
-    if (L->sock >= 0)
-        close(L->sock);
-    L->sock = -1;
-    L->epoch++;
-    L->outstanding = 0;
-    L->hello_rid = 0;
-    L->lend_rid = 0;
-    L->lend_abandoned = 0;
+    close_socket();
     L->waiting = 0;
-    zkn__link_mailbox_clear();
     atomic_store(&L->connected, 0);
     if (++L->gen_counter == 0)
         L->gen_counter = 1;
