@@ -23,13 +23,15 @@ struct zkn__tcache {
     struct zkn__tcache *next, *prev; /* registry, under zkn__glock */
 };
 
+static void thread_exit(void *arg);
+
 uint64_t zkn__cache_cap;
 static pthread_key_t thread_key; /* hands a thread's cache back when it exits */
 
 int zkn__cache_init(uint64_t cap)
 {
     zkn__cache_cap = cap;
-    return pthread_key_create(&thread_key, zkn__cache_thread_exit) == 0 ? 0 : -1;
+    return pthread_key_create(&thread_key, thread_exit) == 0 ? 0 : -1;
 }
 _Atomic uint64_t zkn__bytes_cached;
 
@@ -330,7 +332,9 @@ void zkn__cache_drain(int soften)
     }
 }
 
-void zkn__cache_thread_exit(void *arg)
+/* The thread key's destructor: an exiting thread's cache goes to the
+ * shared lists. */
+static void thread_exit(void *arg)
 {
     struct zkn__tcache *tc = arg;
     /* Frees from later destructors of this thread go to the shared cache. */

@@ -82,7 +82,7 @@ int zkn__trust_peer(int sock, uid_t dir_owner)
     return uid_trusted(cr.uid) || cr.uid == dir_owner ? 0 : -1;
 }
 
-int zkn__trust_region_fd(int fd, uint64_t size, uint32_t backing)
+static int trust_region_fd(int fd, uint64_t size, uint32_t backing)
 {
     struct stat st;
     struct statfs fs;
@@ -113,7 +113,7 @@ int zkn__trust_regions(const char *frame, size_t len, const int *fds, size_t nfd
         struct zkn_region_desc d;
         memcpy(&d, frame + sizeof h + sizeof r + i * sizeof d, sizeof d);
         if (d.size != zkn_class_size(c) || d.size_class != c ||
-            zkn__trust_region_fd(fds[i], d.size, backing) != 0) {
+            trust_region_fd(fds[i], d.size, backing) != 0) {
             zkn__log_once("zknalloc: zknallocd lent a file that is not a sealed region of the "
                           "size it announced; not using it\n");
             return -2;

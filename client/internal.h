@@ -119,7 +119,6 @@ int zkn__window_reserve(void);
 uint32_t zkn__slot_take(int c);
 /* Back to the free list; the slot must already be PROT_NONE again. */
 void zkn__slot_put(int c, uint32_t idx);
-void zkn__slot_put_locked(int c, uint32_t idx);
 /* The smallest class that holds size bytes at the given alignment, or -1. */
 int zkn__class_for(size_t size, size_t align);
 _Noreturn void zkn__die_bad_pointer(const char *fn, const void *p, const char *why);
@@ -157,7 +156,6 @@ void zkn__cache_put(int c, uint32_t idx);
 void zkn__cache_drain(int soften);
 /* Sets the cap and the thread-exit hook; -1 when no thread key is left. */
 int zkn__cache_init(uint64_t cap);
-void zkn__cache_thread_exit(void *tc);
 /* fork child: drop other threads' caches and every cached shared region. */
 void zkn__cache_child_reset(void);
 extern uint64_t zkn__cache_cap;
@@ -207,7 +205,6 @@ extern int zkn__populate_daemon; /* map warm daemon regions with MAP_POPULATE */
 /* daemon_trust.c: 0 when trusted, -1 when not (see the file). */
 int zkn__trust_socket_dir(const char *sock_path, uid_t *dir_owner);
 int zkn__trust_peer(int sock, uid_t dir_owner);
-int zkn__trust_region_fd(int fd, uint64_t size, uint32_t backing);
 /* A REGIONS reply to a LEND of `asked` regions of class c, with its fds:
  * fills out[] and returns how many; -1 for a malformed reply, -2 for a
  * region that is not what a zknallocd lends. The fds stay the caller's. */

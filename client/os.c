@@ -30,7 +30,7 @@ uint64_t zkn__env_uint(const char *name, uint64_t min, uint64_t max, uint64_t df
     return v >= min && v <= max ? v : dflt;
 }
 
-void *zkn__map_none(size_t len)
+static void *map_none(size_t len)
 {
     void *p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     return p == MAP_FAILED ? NULL : p;
@@ -48,7 +48,7 @@ void *zkn__reserve_aligned(size_t len, size_t align)
     /* Over-reserve, then trim both ends. */
     if (len > SIZE_MAX - align)
         return NULL;
-    char *raw = zkn__map_none(len + align);
+    char *raw = map_none(len + align);
     if (!raw)
         return NULL;
     uintptr_t start = ((uintptr_t)raw + align - 1) & ~(uintptr_t)(align - 1);

@@ -33,9 +33,8 @@ uint64_t zkn__env_uint(const char *name, uint64_t min, uint64_t max, uint64_t df
 uint64_t zkn__now_ns(void);
 /* 1 when anonymous memory can get transparent huge pages (madvise/always). */
 int zkn__probe_thp_anon(void);
-/* An inaccessible reservation of len bytes (no memory), or NULL. */
-void *zkn__map_none(size_t len);
-/* The same, aligned to align (a power of two). */
+/* An inaccessible reservation of len bytes (no memory) aligned to align (a
+ * power of two), or NULL. */
 void *zkn__reserve_aligned(size_t len, size_t align);
 /* Puts an inaccessible reservation back over [p, p + len). 0 or -1. */
 int zkn__map_none_at(void *p, size_t len);

@@ -131,7 +131,7 @@ uint32_t zkn__slot_take(int c)
     return idx;
 }
 
-void zkn__slot_put_locked(int c, uint32_t idx)
+static void slot_put_locked(int c, uint32_t idx)
 {
     struct zkn__class_win *w = &zkn__win.cls[c];
     struct zkn__slot *s = &w->slots[idx];
@@ -145,7 +145,7 @@ void zkn__slot_put_locked(int c, uint32_t idx)
 void zkn__slot_put(int c, uint32_t idx)
 {
     pthread_mutex_lock(&zkn__glock);
-    zkn__slot_put_locked(c, idx);
+    slot_put_locked(c, idx);
     pthread_mutex_unlock(&zkn__glock);
 }
 
