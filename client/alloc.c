@@ -78,33 +78,116 @@ static uint32_t map_lent(int c, const struct zkn__lent *got, int n, uint32_t gen
     return first;
 }
 
+/* Regions from the daemon (when it is the better source for this class):
+ * the first in a slot for the caller (state SLOT_BUSY), the rest cached.
+ * *n gets how many came. Called under zkn__fork_lock (read), which it lets
+ * go of while the daemon answers. */
+static uint32_t from_daemon(int c, int zero, int count, int *n)
+{
+    struct zkn__lent got[ZKN_MAX_REGIONS_PER_REPLY];
+    uint32_t gen = 0;
+    pthread_rwlock_unlock(&zkn__fork_lock);
+    /* The demand is what this process has missed in the class so far: the
+     * daemon keeps that many ready, so a short-lived process that bursts
+     * 16 misses teaches it 16, whatever it can take at once. */
+    uint32_t demand = atomic_load_explicit(&class_misses[c], memory_order_relaxed);
+    if (demand < (uint32_t)count)
+        demand = (uint32_t)count;
+    *n = zkn__daemon_lend(c, count, demand, zero, got, &gen);
+    pthread_rwlock_rdlock(&zkn__fork_lock);
+    if (*n <= 0)
+        return UINT32_MAX;
+    atomic_fetch_add_explicit(&class_lends[c], 1, memory_order_relaxed);
+    return map_lent(c, got, *n, gen);
+}
+
 /* A region for a miss: daemon first (when it is the better source for this
  * class), else private memory. State SLOT_BUSY; *clean when all zero. Called
  * under zkn__fork_lock (read), which it lets go of while the daemon answers. */
 static uint32_t miss(int c, int zero, int *clean)
 {
     if (daemon_preferred(c)) {
-        struct zkn__lent got[ZKN_MAX_REGIONS_PER_REPLY];
+        int n;
         atomic_fetch_add_explicit(&class_misses[c], 1, memory_order_relaxed);
-        uint32_t gen = 0;
-        pthread_rwlock_unlock(&zkn__fork_lock);
-        /* The demand is what this process has missed in the class so far: the
-         * daemon keeps that many ready, so a short-lived process that bursts
-         * 16 misses teaches it 16, whatever it can take at once. */
-        uint32_t demand = atomic_load_explicit(&class_misses[c], memory_order_relaxed);
-        int n = zkn__daemon_lend(c, batch_for(c), demand, zero, got, &gen);
-        pthread_rwlock_rdlock(&zkn__fork_lock);
-        uint32_t idx = n > 0 ? map_lent(c, got, n, gen) : UINT32_MAX;
-        if (n > 0)
-            atomic_fetch_add_explicit(&class_lends[c], 1, memory_order_relaxed);
+        uint32_t idx = from_daemon(c, zero, batch_for(c), &n);
         if (idx != UINT32_MAX) {
             *clean = (zkn__win.cls[c].slots[idx].flags & SLOT_F_CLEAN) != 0;
             return idx;
         }
         atomic_fetch_add_explicit(&zkn__ctr.fallbacks, 1, memory_order_relaxed);
     }
+    int whole;
+    uint32_t idx = zkn__assemble(c, zero, 0, &whole);
+    if (idx != UINT32_MAX) {
+        *clean = zero;
+        return idx;
+    }
     *clean = 1;
     return zkn__region_new_local(c);
+}
+
+/* calloc with only dirty regions cached: zeroing one costs the caller about
+ * 0.1 ms per MiB (DRAM write speed), a LEND of regions the daemon zeroed in
+ * the background ~25 us whatever the size. So from a huge page up, trade:
+ * take zeroed regions and give the daemon as many dirty ones to zero, which
+ * keeps the cache's size. UINT32_MAX when the daemon has none ready. */
+static uint32_t zeroed_swap(int c)
+{
+    if (zkn__win.cls[c].size < ZKN_HUGE_PAGE_SIZE || !zkn__daemon_connected() ||
+        !daemon_preferred(c))
+        return UINT32_MAX;
+    /* As many as are cached dirty (they go back), as a miss batch would. */
+    int count = batch_for(c), held = (int)zkn__cache_count(c, 0);
+    int n;
+    uint32_t idx = from_daemon(c, 1, held < count ? (held > 0 ? held : 1) : count, &n);
+    if (idx == UINT32_MAX || !(zkn__win.cls[c].slots[idx].flags & SLOT_F_CLEAN))
+        return idx;
+    uint8_t flags;
+    for (int i = 0; i < n; i++) {
+        uint32_t dirty = zkn__cache_get(c, ZKN__TAKE_DIRTY_ONLY, &flags);
+        if (dirty == UINT32_MAX)
+            break;
+        zkn__region_release(c, dirty);
+    }
+    zkn__daemon_flush_returns(0);
+    return idx;
+}
+
+/* A block's worth of cached memory, or UINT32_MAX: the class's own regions
+ * (clean ones first for calloc), regions the daemon zeroed in exchange for
+ * dirty ones, a region of a slightly bigger class, or one built from other
+ * classes' cached pages. *c may become that bigger class. State SLOT_BUSY or
+ * LIVE; *clean when all zero. Under zkn__fork_lock (read). */
+static uint32_t from_cache(int *c, int zero, int *clean)
+{
+    uint8_t flags;
+    uint32_t idx = zkn__cache_get(*c, zero ? ZKN__TAKE_CLEAN_ONLY : ZKN__TAKE_DIRTY_FIRST, &flags);
+    if (idx == UINT32_MAX && zero) {
+        if ((idx = zeroed_swap(*c)) != UINT32_MAX) {
+            *clean = (zkn__win.cls[*c].slots[idx].flags & SLOT_F_CLEAN) != 0;
+            return idx;
+        }
+        idx = zkn__cache_get(*c, ZKN__TAKE_DIRTY_ONLY, &flags);
+    }
+    /* Up to a quarter more (the rounding the classes already allow): no
+     * syscall, and the pages are resident already. */
+    uint64_t limit = zkn__win.cls[*c].size + zkn__win.cls[*c].size / 4;
+    for (int d = *c + 1; idx == UINT32_MAX && d < ZKN_CLASS_COUNT && zkn__win.cls[d].size <= limit;
+         d++) {
+        if (!zkn__win.cls[d].nslots)
+            break;
+        idx = zkn__cache_get(d, ZKN__TAKE_DIRTY_FIRST, &flags);
+        if (idx != UINT32_MAX)
+            *c = d;
+    }
+    if (idx != UINT32_MAX) {
+        *clean = (flags & SLOT_F_CLEAN) != 0;
+        return idx;
+    }
+    int whole;
+    idx = zkn__assemble(*c, zero, 1, &whole);
+    *clean = zero;
+    return idx;
 }
 
 static void *large_alloc_inner(size_t size, size_t align, int zero)
@@ -117,13 +200,11 @@ static void *large_alloc_inner(size_t size, size_t align, int zero)
     if (!zkn__init() || (c = zkn__class_for(size, align)) < 0)
         return libc_large(size, align, zero);
     zkn__fork_check();
-    uint8_t flags;
     int clean;
     pthread_rwlock_rdlock(&zkn__fork_lock);
-    uint32_t idx = zkn__cache_get(c, &flags);
+    uint32_t idx = from_cache(&c, zero, &clean);
     if (idx != UINT32_MAX) {
         atomic_fetch_add_explicit(&zkn__ctr.hits, 1, memory_order_relaxed);
-        clean = (flags & SLOT_F_CLEAN) != 0;
     } else {
         atomic_fetch_add_explicit(&zkn__ctr.misses, 1, memory_order_relaxed);
         idx = miss(c, zero, &clean);

@@ -4,6 +4,10 @@
  * over it the least recently used class gives up a region, and when none can,
  * the region just freed is released (daemon regions go back to the daemon).
  *
+ * Clean regions (all zero: never handed out since they were mapped) are kept
+ * apart from dirty ones, so calloc can take a clean one and skip zeroing,
+ * and malloc takes dirty ones first, leaving the clean ones for calloc.
+ *
  * Thread-cache entries are atomic words: the owner pushes into an empty entry
  * and pops with an exchange; any other thread may only take entries (with an
  * exchange, under zkn__glock), so whoever reads a non-zero value owns that
@@ -17,8 +21,17 @@
 
 #define TC_PER_CLASS 4
 
+/* A thread-cache entry: (slot index + 1) << 2, | 1 when the region is clean,
+ * | 2 when it is the daemon's; 0 when empty. Other threads read the kind
+ * from here, never from a slot they do not own. */
+#define ENT(idx, clean, daemon) \
+    ((((uint32_t)(idx) + 1) << 2) | (uint32_t)((clean) != 0) | ((uint32_t)((daemon) != 0) << 1))
+#define ENT_IDX(v) (((v) >> 2) - 1)
+#define ENT_CLEAN(v) ((v)&1u)
+#define ENT_DAEMON(v) (((v) >> 1) & 1u)
+
 struct zkn__tcache {
-    _Atomic uint32_t ent[ZKN_CLASS_COUNT][TC_PER_CLASS]; /* slot index + 1; 0 empty */
+    _Atomic uint32_t ent[ZKN_CLASS_COUNT][TC_PER_CLASS];
     _Atomic uint64_t bytes;
     struct zkn__tcache *next, *prev; /* registry, under zkn__glock */
 };
@@ -38,7 +51,8 @@ _Atomic uint64_t zkn__bytes_cached;
 /* Per class, on its own cache line so classes do not contend. */
 static struct {
     _Atomic uint64_t cached;   /* regions cached anywhere */
-    _Atomic uint32_t shared;   /* of which in the shared list */
+    _Atomic uint64_t clean;    /* of which clean */
+    _Atomic uint64_t priv;     /* of which private (not the daemon's) */
     _Atomic uint64_t last_use; /* coarse time of the last get or put */
 } __attribute__((aligned(64))) cls_stat[ZKN_CLASS_COUNT];
 
@@ -124,83 +138,184 @@ static struct zkn__tcache *my_tcache(void)
     return tc;
 }
 
+static int slot_clean(int c, uint32_t idx)
+{
+    return (zkn__win.cls[c].slots[idx].flags & SLOT_F_CLEAN) != 0;
+}
+
+static int slot_daemon(int c, uint32_t idx)
+{
+    return (zkn__win.cls[c].slots[idx].flags & SLOT_F_DAEMON) != 0;
+}
+
 static void shared_push_locked(int c, uint32_t idx)
 {
     struct zkn__class_win *w = &zkn__win.cls[c];
-    w->slots[idx].next = w->shared_head;
-    w->shared_head = idx + 1;
-    w->shared_count++;
-    atomic_store_explicit(&cls_stat[c].shared, w->shared_count, memory_order_relaxed);
+    int k = slot_clean(c, idx);
+    w->slots[idx].next = w->shared_head[k];
+    w->shared_head[k] = idx + 1;
+    w->shared_count[k]++;
 }
 
-static uint32_t shared_pop_locked(int c)
+/* One region from the shared list of the given kind (1 clean, 0 dirty). */
+static uint32_t shared_pop_locked(int c, int k)
 {
     struct zkn__class_win *w = &zkn__win.cls[c];
-    if (!w->shared_head)
+    if (!w->shared_head[k])
         return UINT32_MAX;
-    uint32_t idx = w->shared_head - 1;
-    w->shared_head = w->slots[idx].next;
+    uint32_t idx = w->shared_head[k] - 1;
+    w->shared_head[k] = w->slots[idx].next;
     w->slots[idx].next = 0;
-    w->shared_count--;
-    atomic_store_explicit(&cls_stat[c].shared, w->shared_count, memory_order_relaxed);
+    w->shared_count[k]--;
     return idx;
 }
 
-/* Takes one region of class c from any thread cache. Under zkn__glock. */
-static uint32_t steal_locked(int c)
+/* Which entries a taker wants: those whose low bits, masked, equal want. */
+struct kind {
+    uint32_t mask, want;
+};
+#define KIND_CLEAN(k) ((struct kind){1u, (uint32_t)(k)})
+#define KIND_PRIVATE ((struct kind){2u, 0u})
+
+static int kind_ok(uint32_t v, struct kind k)
 {
-    for (struct zkn__tcache *tc = registry; tc; tc = tc->next)
-        for (int i = 0; i < TC_PER_CLASS; i++) {
-            if (!atomic_load_explicit(&tc->ent[c][i], memory_order_relaxed))
-                continue;
-            uint32_t v = atomic_exchange(&tc->ent[c][i], 0);
-            if (v) {
-                atomic_fetch_sub(&tc->bytes, zkn__win.cls[c].size);
-                return v - 1;
-            }
+    return (v & k.mask) == k.want;
+}
+
+/* Takes an entry of class c of kind k from one thread cache; 0 when there
+ * is none. Any thread may call it: whoever exchanges a non-zero value out
+ * owns the region. */
+static uint32_t tc_take(struct zkn__tcache *tc, int c, struct kind k)
+{
+    for (int i = 0; i < TC_PER_CLASS; i++) {
+        uint32_t v = atomic_load_explicit(&tc->ent[c][i], memory_order_relaxed);
+        if (!v || !kind_ok(v, k))
+            continue;
+        v = atomic_exchange(&tc->ent[c][i], 0);
+        if (!v)
+            continue;
+        atomic_fetch_sub_explicit(&tc->bytes, zkn__win.cls[c].size, memory_order_relaxed);
+        if (!kind_ok(v, k)) {
+            /* Another thread's owner replaced the entry between the load and
+             * the exchange (its own entries change only to 0 under it), so
+             * the caller holds zkn__glock: park the region in the shared list. */
+            shared_push_locked(c, ENT_IDX(v));
+            continue;
         }
+        return v;
+    }
+    return 0;
+}
+
+/* Takes one region of class c and kind k from any thread cache. Under zkn__glock. */
+static uint32_t steal_locked(int c, struct kind k)
+{
+    for (struct zkn__tcache *tc = registry; tc; tc = tc->next) {
+        uint32_t v = tc_take(tc, c, k);
+        if (v)
+            return ENT_IDX(v);
+    }
     return UINT32_MAX;
 }
 
 /* The region has left the cache (to the program or to be released). */
-static void uncount(int c)
+static void uncount(int c, uint32_t idx)
 {
     atomic_fetch_sub_explicit(&zkn__bytes_cached, zkn__win.cls[c].size, memory_order_relaxed);
     atomic_fetch_sub_explicit(&cls_stat[c].cached, 1, memory_order_relaxed);
+    if (slot_clean(c, idx))
+        atomic_fetch_sub_explicit(&cls_stat[c].clean, 1, memory_order_relaxed);
+    if (!slot_daemon(c, idx))
+        atomic_fetch_sub_explicit(&cls_stat[c].priv, 1, memory_order_relaxed);
 }
 
-uint32_t zkn__cache_get(int c, uint8_t *flags)
+uint64_t zkn__cache_count(int c, int clean)
 {
-    uint32_t idx = UINT32_MAX;
-    if (atomic_load_explicit(&cls_stat[c].cached, memory_order_relaxed) == 0)
+    uint64_t all = atomic_load_explicit(&cls_stat[c].cached, memory_order_relaxed);
+    uint64_t n = atomic_load_explicit(&cls_stat[c].clean, memory_order_relaxed);
+    if (!clean)
+        n = all > n ? all - n : 0;
+    return n;
+}
+
+/* A region of class c and kind k (1 clean, 0 dirty) from this thread's
+ * cache, the shared list or another thread's cache, or UINT32_MAX. */
+static uint32_t take_kind(int c, int k)
+{
+    if (zkn__cache_count(c, k) == 0)
         return UINT32_MAX;
     struct zkn__tcache *tc = my_tcache();
-    if (tc) {
-        for (int i = 0; i < TC_PER_CLASS; i++) {
-            if (!atomic_load_explicit(&tc->ent[c][i], memory_order_relaxed))
-                continue;
-            uint32_t v = atomic_exchange(&tc->ent[c][i], 0);
-            if (v) {
-                idx = v - 1;
-                atomic_fetch_sub_explicit(&tc->bytes, zkn__win.cls[c].size, memory_order_relaxed);
-                break;
-            }
-        }
+    uint32_t v = tc ? tc_take(tc, c, KIND_CLEAN(k)) : 0;
+    if (v)
+        return ENT_IDX(v);
+    /* Shared list first; then another thread's cache, which beats any miss
+     * (regions are fungible, whoever freed them). */
+    pthread_mutex_lock(&zkn__glock);
+    uint32_t idx = shared_pop_locked(c, k);
+    if (idx == UINT32_MAX)
+        idx = steal_locked(c, KIND_CLEAN(k));
+    pthread_mutex_unlock(&zkn__glock);
+    return idx;
+}
+
+/* Unlinks the first private region of a shared list. Under zkn__glock. */
+static uint32_t shared_pop_private_locked(int c, int k)
+{
+    struct zkn__class_win *w = &zkn__win.cls[c];
+    for (uint32_t *link = &w->shared_head[k]; *link; link = &w->slots[*link - 1].next) {
+        uint32_t idx = *link - 1;
+        if (slot_daemon(c, idx))
+            continue;
+        *link = w->slots[idx].next;
+        w->slots[idx].next = 0;
+        w->shared_count[k]--;
+        return idx;
     }
+    return UINT32_MAX;
+}
+
+uint32_t zkn__cache_take_private(int c)
+{
+    if (!atomic_load_explicit(&cls_stat[c].priv, memory_order_relaxed))
+        return UINT32_MAX;
+    struct zkn__tcache *tc = my_tcache();
+    uint32_t v = tc ? tc_take(tc, c, KIND_PRIVATE) : 0;
+    uint32_t idx = v ? ENT_IDX(v) : UINT32_MAX;
     if (idx == UINT32_MAX) {
-        /* Shared list first; then another thread's cache, which beats any
-         * miss (regions are fungible, whoever freed them). */
         pthread_mutex_lock(&zkn__glock);
-        idx = shared_pop_locked(c);
+        for (int k = 0; k <= 1 && idx == UINT32_MAX; k++)
+            idx = shared_pop_private_locked(c, k);
         if (idx == UINT32_MAX)
-            idx = steal_locked(c);
+            idx = steal_locked(c, KIND_PRIVATE);
         pthread_mutex_unlock(&zkn__glock);
+        if (idx == UINT32_MAX)
+            return UINT32_MAX;
+    }
+    uncount(c, idx);
+    atomic_store_explicit(&zkn__win.cls[c].slots[idx].state, SLOT_BUSY, memory_order_relaxed);
+    return idx;
+}
+
+uint64_t zkn__cache_private_count(int c)
+{
+    return atomic_load_explicit(&cls_stat[c].priv, memory_order_relaxed);
+}
+
+uint32_t zkn__cache_get(int c, enum zkn__take take, uint8_t *flags)
+{
+    uint32_t idx;
+    if (take == ZKN__TAKE_DIRTY_FIRST) {
+        idx = take_kind(c, 0);
+        if (idx == UINT32_MAX)
+            idx = take_kind(c, 1);
+    } else {
+        idx = take_kind(c, take == ZKN__TAKE_CLEAN_ONLY);
     }
     if (idx == UINT32_MAX)
         return UINT32_MAX;
-    uncount(c);
-    touch_class(c);
     struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
+    uncount(c, idx);
+    touch_class(c);
     *flags = s->flags;
     atomic_store_explicit(&s->state, SLOT_LIVE, memory_order_release);
     return idx;
@@ -236,16 +351,20 @@ static int make_room(int c, uint64_t size)
         }
         if (victim < 0)
             return 0;
+        /* Dirty ones first: a clean one may still spare a calloc its zeroing. */
         pthread_mutex_lock(&zkn__glock);
-        uint32_t idx = shared_pop_locked(victim);
-        if (idx == UINT32_MAX)
-            idx = steal_locked(victim);
+        uint32_t idx = UINT32_MAX;
+        for (int k = 0; k <= 1 && idx == UINT32_MAX; k++) {
+            idx = shared_pop_locked(victim, k);
+            if (idx == UINT32_MAX)
+                idx = steal_locked(victim, KIND_CLEAN(k));
+        }
         pthread_mutex_unlock(&zkn__glock);
         if (idx == UINT32_MAX) {
             touch_class(victim); /* raced with its owner; look elsewhere next */
             continue;
         }
-        uncount(victim);
+        uncount(victim, idx);
         zkn__region_release(victim, idx);
     }
     return reserve(size);
@@ -264,7 +383,12 @@ void zkn__cache_put(int c, uint32_t idx)
         zkn__daemon_flush_returns(0);
         return;
     }
+    int clean = slot_clean(c, idx), daemon = slot_daemon(c, idx);
     atomic_fetch_add_explicit(&cls_stat[c].cached, 1, memory_order_relaxed);
+    if (clean)
+        atomic_fetch_add_explicit(&cls_stat[c].clean, 1, memory_order_relaxed);
+    if (!daemon)
+        atomic_fetch_add_explicit(&cls_stat[c].priv, 1, memory_order_relaxed);
     touch_class(c);
     struct zkn__tcache *tc = my_tcache();
     if (tc && atomic_load_explicit(&tc->bytes, memory_order_relaxed) + size <= per_thread_limit()) {
@@ -273,7 +397,7 @@ void zkn__cache_put(int c, uint32_t idx)
                 continue;
             atomic_fetch_add_explicit(&tc->bytes, size, memory_order_relaxed);
             /* Only the owner stores non-zero, so the empty entry is still ours. */
-            atomic_store_explicit(&tc->ent[c][i], idx + 1, memory_order_release);
+            atomic_store_explicit(&tc->ent[c][i], ENT(idx, clean, daemon), memory_order_release);
             return;
         }
     }
@@ -282,18 +406,43 @@ void zkn__cache_put(int c, uint32_t idx)
     pthread_mutex_unlock(&zkn__glock);
 }
 
-/* Moves every thread-cache entry to the shared lists. Under zkn__glock. */
-static void gather_locked(void)
+/* Moves one thread cache's entries to the shared lists (all of them, or
+ * with daemon_only those of daemon regions). Under zkn__glock, or in a
+ * single-threaded fork child. */
+static void tc_to_shared_locked(struct zkn__tcache *tc, int daemon_only)
 {
-    for (struct zkn__tcache *tc = registry; tc; tc = tc->next)
-        for (int c = 0; c < ZKN_CLASS_COUNT; c++)
-            for (int i = 0; i < TC_PER_CLASS; i++) {
-                uint32_t v = atomic_exchange(&tc->ent[c][i], 0);
-                if (v) {
-                    atomic_fetch_sub(&tc->bytes, zkn__win.cls[c].size);
-                    shared_push_locked(c, v - 1);
-                }
+    for (int c = 0; c < ZKN_CLASS_COUNT; c++)
+        for (int i = 0; i < TC_PER_CLASS; i++) {
+            uint32_t v = atomic_load(&tc->ent[c][i]);
+            if (!v || (daemon_only && !ENT_DAEMON(v)))
+                continue;
+            if ((v = atomic_exchange(&tc->ent[c][i], 0)) != 0) {
+                atomic_fetch_sub(&tc->bytes, zkn__win.cls[c].size);
+                shared_push_locked(c, ENT_IDX(v));
             }
+        }
+}
+
+/* Empties both shared lists of class c into one private list (linked by
+ * next, index + 1, 0 ends), returned. Under zkn__glock. */
+static uint32_t shared_take_all_locked(int c)
+{
+    uint32_t head = 0, idx;
+    for (int k = 0; k <= 1; k++)
+        while ((idx = shared_pop_locked(c, k)) != UINT32_MAX) {
+            zkn__win.cls[c].slots[idx].next = head;
+            head = idx + 1;
+        }
+    return head;
+}
+
+/* Pops the first region of a private list. */
+static uint32_t list_pop(int c, uint32_t *head)
+{
+    uint32_t idx = *head - 1;
+    *head = zkn__win.cls[c].slots[idx].next;
+    zkn__win.cls[c].slots[idx].next = 0;
+    return idx;
 }
 
 void zkn__cache_drain(int soften)
@@ -302,34 +451,30 @@ void zkn__cache_drain(int soften)
     if (!atomic_load_explicit(&zkn__win.len, memory_order_acquire))
         return;
     pthread_mutex_lock(&zkn__glock);
-    gather_locked();
+    for (struct zkn__tcache *tc = registry; tc; tc = tc->next)
+        tc_to_shared_locked(tc, 0);
     for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
-        struct zkn__class_win *w = &zkn__win.cls[c];
-        uint32_t keep = 0, keep_n = 0, idx;
-        while ((idx = shared_pop_locked(c)) != UINT32_MAX) {
-            if (soften && !(w->slots[idx].flags & SLOT_F_DAEMON)) {
+        uint32_t all = shared_take_all_locked(c);
+        while (all) {
+            uint32_t idx = list_pop(c, &all);
+            if (soften && !(zkn__win.cls[c].slots[idx].flags & SLOT_F_DAEMON)) {
+                if (slot_clean(c, idx)) /* softened pages are no longer known zero */
+                    atomic_fetch_sub_explicit(&cls_stat[c].clean, 1, memory_order_relaxed);
                 zkn__region_soften(c, idx);
-                w->slots[idx].next = keep;
-                keep = idx + 1;
-                keep_n++;
+                shared_push_locked(c, idx);
             } else {
-                w->slots[idx].next = heads[c]; /* a private list: these are ours now */
+                zkn__win.cls[c].slots[idx].next = heads[c]; /* ours now */
                 heads[c] = idx + 1;
             }
         }
-        w->shared_head = keep;
-        w->shared_count = keep_n;
-        atomic_store_explicit(&cls_stat[c].shared, keep_n, memory_order_relaxed);
     }
     pthread_mutex_unlock(&zkn__glock);
-    for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
+    for (int c = 0; c < ZKN_CLASS_COUNT; c++)
         while (heads[c]) {
-            uint32_t idx = heads[c] - 1;
-            heads[c] = zkn__win.cls[c].slots[idx].next;
-            uncount(c);
+            uint32_t idx = list_pop(c, &heads[c]);
+            uncount(c, idx);
             zkn__region_release(c, idx);
         }
-    }
 }
 
 /* The thread key's destructor: an exiting thread's cache goes to the
@@ -341,59 +486,39 @@ static void thread_exit(void *arg)
     tls_tc = NULL;
     tls_dead = 1;
     pthread_mutex_lock(&zkn__glock);
-    for (int c = 0; c < ZKN_CLASS_COUNT; c++)
-        for (int i = 0; i < TC_PER_CLASS; i++) {
-            uint32_t v = atomic_exchange(&tc->ent[c][i], 0);
-            if (v)
-                shared_push_locked(c, v - 1);
-        }
+    tc_to_shared_locked(tc, 0);
     tc_unlink_locked(tc);
     pthread_mutex_unlock(&zkn__glock);
 }
 
 void zkn__cache_child_reset(void)
 {
-    /* Single-threaded child: no locks needed, none taken (they were reset). */
+    /* Single-threaded child: no locks needed, none taken (they were reset).
+     * Other threads' caches go to the shared lists; so do daemon regions from
+     * this thread's. */
     struct zkn__tcache *mine = tls_tc;
     for (struct zkn__tcache *tc = registry, *next; tc; tc = next) {
         next = tc->next;
-        for (int c = 0; c < ZKN_CLASS_COUNT; c++)
-            for (int i = 0; i < TC_PER_CLASS; i++) {
-                uint32_t v = atomic_load(&tc->ent[c][i]);
-                if (!v)
-                    continue;
-                struct zkn__slot *s = &zkn__win.cls[c].slots[v - 1];
-                if (tc != mine || (s->flags & SLOT_F_DAEMON)) {
-                    atomic_store(&tc->ent[c][i], 0);
-                    atomic_fetch_sub(&tc->bytes, zkn__win.cls[c].size);
-                    shared_push_locked(c, v - 1);
-                }
-            }
+        tc_to_shared_locked(tc, tc == mine);
         if (tc != mine)
             tc_unlink_locked(tc);
     }
     /* Shared regions cached by the parent are the parent's lease: unmap them
      * here (without RETURN) before anything can write to them. */
     for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
-        struct zkn__class_win *w = &zkn__win.cls[c];
-        uint32_t keep = 0, keep_n = 0, drop = 0, idx;
-        while ((idx = shared_pop_locked(c)) != UINT32_MAX) {
-            if (w->slots[idx].flags & SLOT_F_DAEMON) {
-                w->slots[idx].next = drop;
+        uint32_t all = shared_take_all_locked(c), drop = 0;
+        while (all) {
+            uint32_t idx = list_pop(c, &all);
+            if (zkn__win.cls[c].slots[idx].flags & SLOT_F_DAEMON) {
+                zkn__win.cls[c].slots[idx].next = drop;
                 drop = idx + 1;
             } else {
-                w->slots[idx].next = keep;
-                keep = idx + 1;
-                keep_n++;
+                shared_push_locked(c, idx);
             }
         }
-        w->shared_head = keep;
-        w->shared_count = keep_n;
-        atomic_store_explicit(&cls_stat[c].shared, keep_n, memory_order_relaxed);
         while (drop) {
-            idx = drop - 1;
-            drop = w->slots[idx].next;
-            uncount(c);
+            uint32_t idx = list_pop(c, &drop);
+            uncount(c, idx);
             zkn__region_release(c, idx); /* the link is reset: no RETURN queued */
         }
     }

@@ -14,6 +14,7 @@
  *   window.c             the reserved address window, its slots and states
  *   region.c             what backs a slot: private memory or a daemon memfd
  *   cache.c              per-thread and shared caches of free regions, the cap
+ *   assemble.c           blocks built from other classes' cached pages
  *   init.c               lazy one-time setup: config, window, thread key
  *   fork.c               fork semantics: live shared regions become private
  *   alloc.c              zkn_malloc & co.: the large path end to end
@@ -66,8 +67,8 @@ struct zkn__class_win {
     /* Below: under zkn__glock. */
     uint32_t hwm;          /* slots [0, hwm) have been used at least once */
     uint32_t free_head;    /* released slots, linked through next */
-    uint32_t shared_head;  /* shared-cache regions, linked through next */
-    uint32_t shared_count;
+    uint32_t shared_head[2]; /* shared-cache regions, [1] clean, [0] dirty; linked through next */
+    uint32_t shared_count[2];
     uint32_t lends;        /* daemon misses so far: sizes the next LEND batch */
 };
 
@@ -142,14 +143,34 @@ int zkn__region_make_private(int c, uint32_t idx);
 /* fork child: a live daemon region absent here (DONTFORK) gets a private copy
  * read from its fd (copy) or an inaccessible reservation. */
 void zkn__region_child_rescue(int c, uint32_t idx, int copy);
+/* Moves private pages from src to dst (page tables only: nothing is copied
+ * or zeroed); src stays mapped, empty. 0, or -1 with the pages left at src. */
+int zkn__region_move_pages(void *src, void *dst, uint64_t len);
+/* Maps fresh private memory over [p, p + len) inside a slot being built. */
+int zkn__region_map_fresh(void *p, uint64_t len);
+/* Gives back a slot taken for building a region that was not finished:
+ * whatever was mapped there goes. */
+void zkn__slot_release_empty(int c, uint32_t idx);
 /* Grows a private region into a bigger class by moving its pages (no copy).
  * Returns the new slot or UINT32_MAX when it cannot (the caller copies). */
 uint32_t zkn__region_move_grow(int c_old, uint32_t idx_old, int c_new);
 
 /* cache.c */
 struct zkn__tcache;
+enum zkn__take {
+    ZKN__TAKE_DIRTY_FIRST, /* malloc: leaves clean regions for calloc */
+    ZKN__TAKE_CLEAN_ONLY,  /* calloc, first choice */
+    ZKN__TAKE_DIRTY_ONLY,  /* calloc once no clean one can be had */
+};
 /* A cached region of class c made LIVE, or UINT32_MAX. *flags gets its flags. */
-uint32_t zkn__cache_get(int c, uint8_t *flags);
+uint32_t zkn__cache_get(int c, enum zkn__take take, uint8_t *flags);
+/* Regions of class c cached, clean (1) or dirty (0); a hint, racy. */
+uint64_t zkn__cache_count(int c, int clean);
+/* A cached private region of class c (state SLOT_BUSY, out of the cache and
+ * its cap), for its pages to be moved elsewhere; UINT32_MAX when none. */
+uint32_t zkn__cache_take_private(int c);
+/* Private regions of class c cached; a hint, racy. */
+uint64_t zkn__cache_private_count(int c);
 /* A region just freed (state CACHED): keep it or release it, under the cap. */
 void zkn__cache_put(int c, uint32_t idx);
 /* soften: MADV_FREE private regions, give daemon ones back; else release all. */
@@ -160,6 +181,13 @@ int zkn__cache_init(uint64_t cap);
 void zkn__cache_child_reset(void);
 extern uint64_t zkn__cache_cap;
 extern _Atomic uint64_t zkn__bytes_cached;
+
+/* assemble.c */
+/* A new region of class c (>= 2 MiB; state SLOT_BUSY) made of pages moved
+ * from cached private regions of other classes, the rest fresh; all zero
+ * when zero is set. *whole when no page was fresh. UINT32_MAX when there is
+ * nothing to move (or, with only_whole, not enough to cover it all). */
+uint32_t zkn__assemble(int c, int zero, int only_whole, int *whole);
 
 /* daemon_link.c: transport only; the caller maps what it gets. */
 struct zkn__lent {
@@ -232,7 +260,7 @@ static inline void zkn__fork_check(void)
 /* init.c */
 /* Once per process; returns 1 when the window is usable. Thread-safe. */
 int zkn__init(void);
-extern int zkn__thp_anon; /* anonymous THP is available (madvise or always) */
+extern int zkn__thp_anon; /* anonymous THP: 0 never, 1 madvise, 2 always */
 
 /* counters.c: counters not owned by a thread cache. */
 struct zkn__counters {

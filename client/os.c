@@ -87,7 +87,8 @@ uint64_t zkn__now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* "always [madvise] never": THP for anonymous memory unless "[never]". */
+/* "always [madvise] never": THP for anonymous memory unless "[never]";
+ * 2 when "[always]" (every large enough mapping, advised or not). */
 int zkn__probe_thp_anon(void)
 {
     char buf[128];
@@ -99,5 +100,7 @@ int zkn__probe_thp_anon(void)
     if (n <= 0)
         return 0;
     buf[n] = '\0';
+    if (strstr(buf, "[always]"))
+        return 2;
     return strstr(buf, "[never]") == NULL;
 }

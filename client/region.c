@@ -36,12 +36,32 @@ static void advise_huge(void *p, uint64_t size)
     /* Advice only: where THP is off this fails harmlessly. */
     if (zkn__thp_anon && size >= ZKN_HUGE_PAGE_SIZE)
         (void)madvise(p, size, MADV_HUGEPAGE);
+    /* Neighbouring small slots merge into one mapping; under THP "always" a
+     * fault in one would then take a fresh 2 MiB page for a 64 KiB block. */
+    else if (zkn__thp_anon == 2 && size < ZKN_HUGE_PAGE_SIZE)
+        (void)madvise(p, size, MADV_NOHUGEPAGE);
 }
 
 /* Puts the PROT_NONE reservation back over a slot. */
 static int unmap_slot(void *p, uint64_t size)
 {
     return zkn__map_none_at(p, size);
+}
+
+int zkn__region_map_fresh(void *p, uint64_t len)
+{
+    if (mmap(p, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) ==
+        MAP_FAILED)
+        return -1;
+    advise_huge(p, len);
+    return 0;
+}
+
+void zkn__slot_release_empty(int c, uint32_t idx)
+{
+    /* Else the slot stays BUSY, abandoned: nothing ever maps there again. */
+    if (unmap_slot(zkn__slot_addr(c, idx), zkn__win.cls[c].size) == 0)
+        zkn__slot_put(c, idx);
 }
 
 uint32_t zkn__region_new_local(int c)
@@ -213,6 +233,32 @@ void zkn__region_child_rescue(int c, uint32_t idx, int copy)
     leave_daemon(c, s);
 }
 
+int zkn__region_move_pages(void *src, void *dst, uint64_t len)
+{
+    /* DONTUNMAP leaves the source mapped (empty), so no hole ever opens in
+     * the window for another mmap to land in; EINVAL on kernels before 5.7. */
+    if (mremap(src, len, len, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, dst) != MAP_FAILED)
+        return 0;
+    /* A range assembled from several donors is several mappings, and mremap
+     * moves one at a time: halve at huge-page boundaries until each fits. */
+    if (errno != EFAULT || len <= ZKN_HUGE_PAGE_SIZE)
+        return -1;
+    uint64_t half = (len / 2 + ZKN_HUGE_PAGE_SIZE - 1) & ~(ZKN_HUGE_PAGE_SIZE - 1);
+    if (half >= len)
+        return -1;
+    if (zkn__region_move_pages(src, dst, half) != 0)
+        return -1;
+    if (zkn__region_move_pages((char *)src + half, (char *)dst + half, len - half) == 0)
+        return 0;
+    /* All or nothing: the first half goes back where it was (a move that
+     * worked once works backwards; if even that fails, the caller's data
+     * is split and it must not trust either range). */
+    int saved = errno;
+    (void)zkn__region_move_pages(dst, src, half);
+    errno = saved;
+    return -1;
+}
+
 uint32_t zkn__region_move_grow(int c_old, uint32_t idx_old, int c_new)
 {
     struct zkn__slot *s = &zkn__win.cls[c_old].slots[idx_old];
@@ -231,10 +277,7 @@ uint32_t zkn__region_move_grow(int c_old, uint32_t idx_old, int c_new)
              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
         goto fail;
     advise_huge(np + old_size, new_size - old_size);
-    /* DONTUNMAP leaves the old range mapped (empty), so no hole ever opens in
-     * the window for another mmap to land in; EINVAL on kernels before 5.7. */
-    if (mremap(op, old_size, old_size, MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP, np) ==
-        MAP_FAILED)
+    if (zkn__region_move_pages(op, np, old_size) != 0)
         goto fail;
     struct zkn__slot *ns = &zkn__win.cls[c_new].slots[idx];
     ns->flags = 0;

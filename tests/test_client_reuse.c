@@ -1,0 +1,155 @@
+/* libzknalloc without a daemon: a miss is served from what the cache holds
+ * in other classes (pages moved, not faulted anew), a slightly bigger cached
+ * block serves a smaller request, and calloc still reads zero whatever the
+ * pages held before. ZK_NALLOC_SOCKET points where nothing listens. */
+#include <check.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client_helpers.h"
+#include "harness.h"
+#include "runner.h"
+#include "zknalloc.h"
+
+#define MiB ((size_t)1 << 20)
+
+/* Resident bytes of this process. */
+static uint64_t rss_bytes(void)
+{
+    unsigned long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(fscanf(f, "%lu %lu", &size, &resident), 2);
+    fclose(f);
+    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* n blocks of size bytes, each written in full, then all freed (cached). */
+static void cache_dirty_blocks(int n, size_t size)
+{
+    void *p[16];
+    ck_assert_int_le(n, 16);
+    for (int i = 0; i < n; i++) {
+        p[i] = zkn_malloc(size);
+        ck_assert_ptr_nonnull(p[i]);
+        memset(p[i], 0xA5, size);
+    }
+    for (int i = 0; i < n; i++)
+        zkn_free(p[i]);
+}
+
+START_TEST(miss_takes_pages_of_other_classes)
+{
+    setenv("ZK_NALLOC_CACHE_BYTES", "256M", 1);
+    cache_dirty_blocks(6, 8 * MiB);
+    struct zkn_stats s0 = zkn_test_lib_stats();
+    ck_assert_uint_eq(s0.bytes_cached, 48 * MiB);
+    uint64_t rss0 = rss_bytes();
+    /* No 40 MiB block was ever cached: its pages are the 8 MiB blocks'. */
+    unsigned char *p = zkn_malloc(40 * MiB);
+    ck_assert_ptr_nonnull(p);
+    zkn_test_fill(p, 40 * MiB, 7);
+    ck_assert(zkn_test_check_fill(p, 40 * MiB, 7));
+    struct zkn_stats s1 = zkn_test_lib_stats();
+    ck_assert_uint_eq(s1.hits, s0.hits + 1);
+    ck_assert_uint_eq(s1.misses, s0.misses);
+    ck_assert_uint_eq(s1.bytes_cached, 8 * MiB);
+    /* Writing all 40 MiB faulted nothing new in (allow page-table noise). */
+    ck_assert_uint_lt(rss_bytes(), rss0 + 2 * MiB);
+    zkn_free(p);
+}
+END_TEST
+
+START_TEST(calloc_from_dirty_pages_reads_zero)
+{
+    setenv("ZK_NALLOC_CACHE_BYTES", "256M", 1);
+    cache_dirty_blocks(3, 8 * MiB);
+    unsigned char *p = zkn_calloc(1, 20 * MiB); /* 2 x 8 MiB moved, the rest fresh */
+    ck_assert_ptr_nonnull(p);
+    ck_assert(zkn_test_all_byte(p, 20 * MiB, 0));
+    zkn_free(p);
+    /* A bigger dirty block split: part serves the calloc, the rest is filed. */
+    zkn_release_cache();
+    cache_dirty_blocks(1, 64 * MiB);
+    uint64_t rss0 = rss_bytes();
+    unsigned char *q = zkn_calloc(1, 20 * MiB);
+    ck_assert_ptr_nonnull(q);
+    ck_assert(zkn_test_all_byte(q, 20 * MiB, 0));
+    struct zkn_stats s = zkn_test_lib_stats();
+    ck_assert_uint_eq(s.bytes_cached, 44 * MiB); /* the rest of the 64 MiB, kept */
+    unsigned char *r = zkn_malloc(40 * MiB);      /* served by what was filed */
+    ck_assert_ptr_nonnull(r);
+    memset(r, 1, 40 * MiB);
+    ck_assert_uint_lt(rss_bytes(), rss0 + 2 * MiB);
+    zkn_free(q);
+    zkn_free(r);
+}
+END_TEST
+
+START_TEST(realloc_grows_a_block_built_from_pieces)
+{
+    setenv("ZK_NALLOC_CACHE_BYTES", "256M", 1);
+    cache_dirty_blocks(3, 8 * MiB);
+    unsigned char *p = zkn_malloc(24 * MiB); /* three donors: three mappings */
+    ck_assert_ptr_nonnull(p);
+    zkn_test_fill(p, 24 * MiB, 11);
+    unsigned char *q = zkn_realloc(p, 100 * MiB);
+    ck_assert_ptr_nonnull(q);
+    ck_assert(zkn_test_check_fill(q, 24 * MiB, 11));
+    memset(q + 24 * MiB, 3, 76 * MiB);
+    ck_assert(zkn_test_check_fill(q, 24 * MiB, 11));
+    zkn_free(q);
+}
+END_TEST
+
+START_TEST(slightly_bigger_block_serves)
+{
+    setenv("ZK_NALLOC_CACHE_BYTES", "256M", 1);
+    void *big = zkn_malloc(10 * MiB);
+    ck_assert_ptr_nonnull(big);
+    memset(big, 9, 10 * MiB);
+    zkn_free(big);
+    struct zkn_stats s0 = zkn_test_lib_stats();
+    void *p = zkn_malloc(8 * MiB); /* 10 MiB is within a quarter more */
+    ck_assert_ptr_eq(p, big);
+    ck_assert_uint_eq(zkn_usable_size(p), 10 * MiB);
+    ck_assert_uint_eq(zkn_test_lib_stats().hits, s0.hits + 1);
+    zkn_free(p);
+    /* Past a quarter more it is not handed out whole. */
+    void *q = zkn_malloc(6 * MiB);
+    ck_assert_ptr_ne(q, big);
+    ck_assert_uint_eq(zkn_usable_size(q), 6 * MiB);
+    zkn_free(q);
+}
+END_TEST
+
+START_TEST(churn_across_classes_stays_correct)
+{
+    setenv("ZK_NALLOC_CACHE_BYTES", "64M", 1);
+    /* Sizes over 2-40 MiB, calloc every third round: contents checked each
+     * time while blocks are built from, and split into, each other. */
+    ck_assert_ptr_null(zkn_test_churn(1234, 2 * MiB, 38 * MiB, 3, 300, NULL));
+    struct zkn_stats s = zkn_test_lib_stats();
+    ck_assert_uint_le(s.bytes_cached, 64 * MiB);
+    ck_assert_uint_eq(s.bytes_live, 0);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("client_reuse");
+    TCase *t = zkn_test_tcase(s, "no_daemon", 60);
+    tcase_add_checked_fixture(t, zkn_test_no_daemon, NULL);
+    tcase_add_test(t, miss_takes_pages_of_other_classes);
+    tcase_add_test(t, calloc_from_dirty_pages_reads_zero);
+    tcase_add_test(t, realloc_grows_a_block_built_from_pieces);
+    tcase_add_test(t, slightly_bigger_block_serves);
+    tcase_add_test(t, churn_across_classes_stays_correct);
+    return s;
+}
+
+ZKN_TEST_CLIENT_MAIN(suite)
