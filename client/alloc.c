@@ -8,12 +8,18 @@
 
 #include "internal.h"
 #include "libc_alloc.h"
+#include "os.h"
 #include "zkn_proto.h"
 
 #define SMALL_LIMIT ((size_t)ZKN_MIN_CLASS_SIZE) /* below this: glibc */
 /* A LEND batch never asks for more than this many bytes beyond the block
  * wanted now, so extras cannot crowd the cache. */
 #define BATCH_BYTES ((uint64_t)64 << 20)
+
+/* After the daemon had no zeroed region for a calloc, the class's callocs
+ * zero for themselves this long before asking again. */
+#define SWAP_QUIET_NS 4000000ull
+static _Atomic uint64_t swap_quiet[ZKN_CLASS_COUNT];
 
 /* Daemon lends and misses per class so far: they size the next LEND batch. */
 static _Atomic uint32_t class_lends[ZKN_CLASS_COUNT];
@@ -133,14 +139,21 @@ static uint32_t miss(int c, int zero, int *clean)
  * keeps the cache's size. UINT32_MAX when the daemon has none ready. */
 static uint32_t zeroed_swap(int c)
 {
+    uint64_t now = zkn__now_ns();
     if (zkn__win.cls[c].size < ZKN_HUGE_PAGE_SIZE || !zkn__daemon_connected() ||
-        !daemon_preferred(c))
+        !daemon_preferred(c) || now < atomic_load_explicit(&swap_quiet[c], memory_order_relaxed))
         return UINT32_MAX;
     /* As many as are cached dirty (they go back), as a miss batch would. */
     int count = batch_for(c), held = (int)zkn__cache_count(c, 0);
     int n;
     uint32_t idx = from_daemon(c, 1, held < count ? (held > 0 ? held : 1) : count, &n);
-    if (idx == UINT32_MAX || !(zkn__win.cls[c].slots[idx].flags & SLOT_F_CLEAN))
+    if (idx == UINT32_MAX) {
+        /* None zeroed yet: the daemon zeroes at idle priority, so asking
+         * again at once would mostly add a round trip to each calloc. */
+        atomic_store_explicit(&swap_quiet[c], now + SWAP_QUIET_NS, memory_order_relaxed);
+        return idx;
+    }
+    if (!(zkn__win.cls[c].slots[idx].flags & SLOT_F_CLEAN))
         return idx;
     uint8_t flags;
     for (int i = 0; i < n; i++) {
@@ -157,13 +170,16 @@ static uint32_t zeroed_swap(int c)
  * (clean ones first for calloc), regions the daemon zeroed in exchange for
  * dirty ones, a region of a slightly bigger class, or one built from other
  * classes' cached pages. *c may become that bigger class. State SLOT_BUSY or
- * LIVE; *clean when all zero. Under zkn__fork_lock (read). */
-static uint32_t from_cache(int *c, int zero, int *clean)
+ * LIVE; *clean when all zero; *lent when the daemon's trade served it.
+ * Under zkn__fork_lock (read). */
+static uint32_t from_cache(int *c, int zero, int *clean, int *lent)
 {
     uint8_t flags;
     uint32_t idx = zkn__cache_get(*c, zero ? ZKN__TAKE_CLEAN_ONLY : ZKN__TAKE_DIRTY_FIRST, &flags);
     if (idx == UINT32_MAX && zero) {
         if ((idx = zeroed_swap(*c)) != UINT32_MAX) {
+            atomic_fetch_add_explicit(&zkn__ctr.zeroed_swaps, 1, memory_order_relaxed);
+            *lent = 1; /* a daemon lend, not a cache hit */
             *clean = (zkn__win.cls[*c].slots[idx].flags & SLOT_F_CLEAN) != 0;
             return idx;
         }
@@ -202,9 +218,10 @@ static void *large_alloc_inner(size_t size, size_t align, int zero)
     zkn__fork_check();
     int clean;
     pthread_rwlock_rdlock(&zkn__fork_lock);
-    uint32_t idx = from_cache(&c, zero, &clean);
+    int lent = 0;
+    uint32_t idx = from_cache(&c, zero, &clean, &lent);
     if (idx != UINT32_MAX) {
-        atomic_fetch_add_explicit(&zkn__ctr.hits, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(lent ? &zkn__ctr.misses : &zkn__ctr.hits, 1, memory_order_relaxed);
     } else {
         atomic_fetch_add_explicit(&zkn__ctr.misses, 1, memory_order_relaxed);
         idx = miss(c, zero, &clean);

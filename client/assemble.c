@@ -62,9 +62,14 @@ static int take_from(int d, uint32_t didx, char *dst, uint64_t len, int zero)
     if (rc == 0 && len < dsize)
         refile(src + len, dsize - len, clean);
     zkn__region_release(d, didx); /* private: unmapped, slot freed, nothing owed */
-    if (rc == 0 && zero && !clean)
+    if (rc != 0)
+        return rc;
+    atomic_fetch_add_explicit(&zkn__ctr.bytes_moved, len, memory_order_relaxed);
+    if (zero && !clean) {
         memset(dst, 0, len); /* the caller's time, but no fault: see region.c */
-    return rc;
+        atomic_fetch_add_explicit(&zkn__ctr.bytes_zeroed, len, memory_order_relaxed);
+    }
+    return 0;
 }
 
 uint32_t zkn__assemble(int c, int zero, int only_whole, int *whole)

@@ -267,6 +267,11 @@ struct zkn__counters {
     _Atomic uint64_t hits, misses, fallbacks, reconnects, lends, returns, libc_fallbacks;
     _Atomic uint64_t bytes_leased, bytes_live;
     _Atomic uint64_t daemon_mapped; /* daemon-backed slots mapped (live or cached) */
+    /* Shown at exit only (ZK_NALLOC_SHOW_STATS), not in struct zkn_stats: */
+    _Atomic uint64_t bytes_zeroed;    /* zeroed by calloc on the caller's time */
+    _Atomic uint64_t bytes_moved;     /* pages moved from other classes' cached blocks */
+    _Atomic uint64_t bytes_fresh;     /* private memory mapped anew */
+    _Atomic uint64_t zeroed_swaps;    /* calloc misses served by daemon-zeroed blocks */
 };
 extern struct zkn__counters zkn__ctr;
 

@@ -54,6 +54,7 @@ int zkn__region_map_fresh(void *p, uint64_t len)
         MAP_FAILED)
         return -1;
     advise_huge(p, len);
+    atomic_fetch_add_explicit(&zkn__ctr.bytes_fresh, len, memory_order_relaxed);
     return 0;
 }
 
@@ -81,6 +82,7 @@ uint32_t zkn__region_new_local(int c)
         return UINT32_MAX;
     }
     advise_huge(p, size);
+    atomic_fetch_add_explicit(&zkn__ctr.bytes_fresh, size, memory_order_relaxed);
     s->flags = SLOT_F_CLEAN;
     s->id = 0;
     s->gen = 0;
@@ -184,6 +186,7 @@ void zkn__region_release(int c, uint32_t idx)
 void zkn__region_zero(int c, uint32_t idx)
 {
     memset(zkn__slot_addr(c, idx), 0, zkn__win.cls[c].size); /* see the figures above */
+    atomic_fetch_add_explicit(&zkn__ctr.bytes_zeroed, zkn__win.cls[c].size, memory_order_relaxed);
 }
 
 void zkn__region_soften(int c, uint32_t idx)
@@ -273,10 +276,8 @@ uint32_t zkn__region_move_grow(int c_old, uint32_t idx_old, int c_new)
     char *np = zkn__slot_addr(c_new, idx);
     void *op = zkn__slot_addr(c_old, idx_old);
     int saved = errno;
-    if (mmap(np + old_size, new_size - old_size, PROT_READ | PROT_WRITE,
-             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
+    if (zkn__region_map_fresh(np + old_size, new_size - old_size) != 0)
         goto fail;
-    advise_huge(np + old_size, new_size - old_size);
     if (zkn__region_move_pages(op, np, old_size) != 0)
         goto fail;
     struct zkn__slot *ns = &zkn__win.cls[c_new].slots[idx];

@@ -58,4 +58,8 @@ __attribute__((destructor)) static void show_stats_at_exit(void)
     line("daemon_returns  ", s.daemon_returns);
     line("libc_fallbacks  ", s.libc_fallbacks);
     line("cache_cap       ", s.cache_cap);
+    line("bytes_fresh     ", atomic_load(&zkn__ctr.bytes_fresh));
+    line("bytes_moved     ", atomic_load(&zkn__ctr.bytes_moved));
+    line("bytes_zeroed    ", atomic_load(&zkn__ctr.bytes_zeroed));
+    line("zeroed_swaps    ", atomic_load(&zkn__ctr.zeroed_swaps));
 }

@@ -28,6 +28,43 @@ START_TEST(over_the_cap_regions_go_back)
 }
 END_TEST
 
+START_TEST(calloc_trades_dirty_blocks_for_zeroed_ones)
+{
+    void *p[8];
+    for (int i = 0; i < 8; i++) {
+        p[i] = zkn_malloc(4 * MiB);
+        ck_assert_ptr_nonnull(p[i]);
+        memset(p[i], 0xA5, 4 * MiB);
+    }
+    zkn_release_cache(); /* unused extras of the LEND batches go back */
+    for (int i = 0; i < 8; i++)
+        zkn_free(p[i]);
+    struct zkn_stats s0 = zkn_test_lib_stats();
+    ck_assert_uint_eq(s0.bytes_cached, 32 * MiB); /* all dirty */
+    /* Once the daemon has zeroed regions of the class ready again... */
+    json_int_t ready = 0;
+    for (int i = 0; i < 1000 && ready < 2; i++) {
+        json_t *j = zkn_test_stats(daemon_.sock);
+        ready = zkn_test_class_int(j, zkn_size_class(4 * MiB), "clean");
+        json_decref(j);
+        if (ready < 2)
+            zkn_test_sleep_ms(10);
+    }
+    ck_assert_int_ge(ready, 2);
+    unsigned char *q = zkn_calloc(1, 4 * MiB);
+    ck_assert_ptr_nonnull(q);
+    ck_assert(zkn_test_all_byte(q, 4 * MiB, 0));
+    /* ...calloc took daemon-zeroed ones and gave back as many dirty ones,
+     * rather than zeroing one of its own. */
+    struct zkn_stats s1 = zkn_test_lib_stats();
+    ck_assert_uint_eq(s1.hits, s0.hits);
+    ck_assert_uint_eq(s1.misses, s0.misses + 1);
+    ck_assert_uint_gt(s1.daemon_returns, s0.daemon_returns);
+    ck_assert_uint_le(s1.bytes_cached, s0.bytes_cached);
+    zkn_free(q);
+}
+END_TEST
+
 static void *churn(void *arg)
 {
     return zkn_test_churn((unsigned)(uintptr_t)arg, 64 * KiB, 8 * MiB, 1u << 4, 150, NULL);
@@ -179,6 +216,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(t, start_daemon, stop_daemon);
     tcase_add_test(t, one_log_line_at_most);
     tcase_add_test(t, over_the_cap_regions_go_back);
+    tcase_add_test(t, calloc_trades_dirty_blocks_for_zeroed_ones);
     tcase_add_test(t, threads_share_daemon_regions);
     tcase_add_test(t, release_while_threads_use_daemon_regions);
     tcase_add_test(t, no_fd_leaks_with_daemon);
