@@ -384,7 +384,7 @@ void *zkn_realloc(void *ptr, size_t size)
         return ptr;
     if (nc > c) {
         pthread_rwlock_rdlock(&zkn__fork_lock);
-        uint32_t nidx = zkn__region_move_grow(c, idx, nc);
+        uint32_t nidx = zkn__assemble_grow(c, idx, nc);
         if (nidx != UINT32_MAX) {
             zkn__region_release(c, idx); /* the emptied old slot */
             atomic_store_explicit(&zkn__win.cls[nc].slots[nidx].state, SLOT_LIVE,

@@ -10,6 +10,7 @@
  * Daemon regions are never moved: they are shared files the daemon owns.
  * Below a huge page classes keep to themselves (4 KiB pages: moving them
  * costs about what faulting them does). */
+#include <errno.h>
 #include <string.h>
 
 #include "internal.h"
@@ -72,41 +73,41 @@ static int take_from(int d, uint32_t didx, char *dst, uint64_t len, int zero)
     return 0;
 }
 
-uint32_t zkn__assemble(int c, int zero, int only_whole, int *whole)
+/* Bytes of cached private regions (classes other than c) smaller than
+ * want, and in *bigger the smallest bigger class worth splitting (or -1). */
+static uint64_t donors_for(int c, uint64_t want, int *bigger)
 {
-    uint64_t size = zkn__win.cls[c].size;
-    int first = first_huge_class();
-    *whole = 0;
-    if (size < ZKN_HUGE_PAGE_SIZE)
-        return UINT32_MAX;
-    /* Donors up to the block's size, and one bigger one worth splitting. */
     uint64_t have = 0;
-    int bigger = -1;
-    for (int d = first; d < ZKN_CLASS_COUNT; d++) {
+    *bigger = -1;
+    for (int d = first_huge_class(); d < ZKN_CLASS_COUNT; d++) {
         uint64_t n = zkn__cache_private_count(d);
         if (!n || d == c)
             continue;
-        if (zkn__win.cls[d].size < size)
+        if (zkn__win.cls[d].size < want)
             have += n * zkn__win.cls[d].size;
-        else if (bigger < 0 && zkn__win.cls[d].size - size <= SPLIT_RATIO * size)
-            bigger = d;
+        else if (*bigger < 0 && zkn__win.cls[d].size - want <= SPLIT_RATIO * want)
+            *bigger = d;
     }
-    if (bigger < 0 && (!have || (only_whole && have < size)))
-        return UINT32_MAX;
-    uint32_t idx = zkn__slot_take(c);
-    if (idx == UINT32_MAX)
-        return UINT32_MAX;
-    char *dst = zkn__slot_addr(c, idx);
+    return have;
+}
+
+/* Fills [dst, dst + len) with cached pages of other classes than c, then
+ * fresh memory. Returns the bytes that came from the cache, or -1 when even
+ * fresh memory could not be mapped. */
+static int64_t fill(int c, char *dst, uint64_t len, int zero)
+{
     uint64_t filled = 0;
+    int bigger;
+    uint64_t have = donors_for(c, len, &bigger);
     if (bigger >= 0) {
         uint32_t didx = zkn__cache_take_private(bigger);
-        if (didx != UINT32_MAX && take_from(bigger, didx, dst, size, zero) == 0)
-            filled = size;
+        if (didx != UINT32_MAX && take_from(bigger, didx, dst, len, zero) == 0)
+            filled = len;
     }
     /* Biggest donors first: fewer moves. */
-    for (int d = c - 1; d >= first && filled < size; d--) {
+    for (int d = zkn_size_class(len); have && d >= first_huge_class() && filled < len; d--) {
         uint64_t ds = zkn__win.cls[d].size;
-        while (size - filled >= ds) {
+        while (d != c && len - filled >= ds) {
             uint32_t didx = zkn__cache_take_private(d);
             if (didx == UINT32_MAX)
                 break;
@@ -115,14 +116,60 @@ uint32_t zkn__assemble(int c, int zero, int only_whole, int *whole)
             filled += ds;
         }
     }
-    *whole = filled == size;
-    if (filled < size && zkn__region_map_fresh(dst + filled, size - filled) != 0) {
+    if (filled < len && zkn__region_map_fresh(dst + filled, len - filled) != 0)
+        return -1;
+    return (int64_t)filled;
+}
+
+uint32_t zkn__assemble(int c, int zero, int only_whole, int *whole)
+{
+    uint64_t size = zkn__win.cls[c].size;
+    *whole = 0;
+    if (size < ZKN_HUGE_PAGE_SIZE)
+        return UINT32_MAX;
+    int bigger;
+    uint64_t have = donors_for(c, size, &bigger);
+    if (bigger < 0 && (!have || (only_whole && have < size)))
+        return UINT32_MAX;
+    uint32_t idx = zkn__slot_take(c);
+    if (idx == UINT32_MAX)
+        return UINT32_MAX;
+    int64_t got = fill(c, zkn__slot_addr(c, idx), size, zero);
+    if (got < 0) {
         zkn__slot_release_empty(c, idx);
         return UINT32_MAX;
     }
+    *whole = (uint64_t)got == size;
     struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
     s->flags = zero ? SLOT_F_CLEAN : 0; /* donated pages were zeroed when asked */
     s->id = 0;
     s->gen = 0;
+    return idx;
+}
+
+uint32_t zkn__assemble_grow(int c_old, uint32_t idx_old, int c_new)
+{
+    struct zkn__slot *s = &zkn__win.cls[c_old].slots[idx_old];
+    uint64_t old_size = zkn__win.cls[c_old].size, new_size = zkn__win.cls[c_new].size;
+    /* Only private regions can move (a shared memfd cannot grow), and only
+     * where page moving beats copying. */
+    if ((s->flags & SLOT_F_DAEMON) || old_size < ZKN_HUGE_PAGE_SIZE || new_size <= old_size)
+        return UINT32_MAX;
+    uint32_t idx = zkn__slot_take(c_new);
+    if (idx == UINT32_MAX)
+        return UINT32_MAX;
+    char *np = zkn__slot_addr(c_new, idx);
+    int saved = errno;
+    if (fill(c_new, np + old_size, new_size - old_size, 0) < 0 ||
+        zkn__region_move_pages(zkn__slot_addr(c_old, idx_old), np, old_size) != 0) {
+        zkn__slot_release_empty(c_new, idx);
+        errno = saved;
+        return UINT32_MAX;
+    }
+    struct zkn__slot *ns = &zkn__win.cls[c_new].slots[idx];
+    ns->flags = 0;
+    ns->id = 0;
+    ns->gen = 0;
+    errno = saved;
     return idx;
 }

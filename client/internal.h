@@ -151,9 +151,6 @@ int zkn__region_map_fresh(void *p, uint64_t len);
 /* Gives back a slot taken for building a region that was not finished:
  * whatever was mapped there goes. */
 void zkn__slot_release_empty(int c, uint32_t idx);
-/* Grows a private region into a bigger class by moving its pages (no copy).
- * Returns the new slot or UINT32_MAX when it cannot (the caller copies). */
-uint32_t zkn__region_move_grow(int c_old, uint32_t idx_old, int c_new);
 
 /* cache.c */
 struct zkn__tcache;
@@ -188,6 +185,10 @@ extern _Atomic uint64_t zkn__bytes_cached;
  * when zero is set. *whole when no page was fresh. UINT32_MAX when there is
  * nothing to move (or, with only_whole, not enough to cover it all). */
 uint32_t zkn__assemble(int c, int zero, int only_whole, int *whole);
+/* realloc: a private region grown into class c_new by moving its pages (no
+ * copy), the rest as above. The new slot (SLOT_BUSY), or UINT32_MAX when it
+ * cannot (the caller copies); the old slot is left mapped, empty. */
+uint32_t zkn__assemble_grow(int c_old, uint32_t idx_old, int c_new);
 
 /* daemon_link.c: transport only; the caller maps what it gets. */
 struct zkn__lent {

@@ -261,34 +261,3 @@ int zkn__region_move_pages(void *src, void *dst, uint64_t len)
     errno = saved;
     return -1;
 }
-
-uint32_t zkn__region_move_grow(int c_old, uint32_t idx_old, int c_new)
-{
-    struct zkn__slot *s = &zkn__win.cls[c_old].slots[idx_old];
-    uint64_t old_size = zkn__win.cls[c_old].size, new_size = zkn__win.cls[c_new].size;
-    /* Only private regions can move (a shared memfd cannot grow), and only
-     * where page moving beats copying. */
-    if ((s->flags & SLOT_F_DAEMON) || old_size < ZKN_HUGE_PAGE_SIZE || new_size <= old_size)
-        return UINT32_MAX;
-    uint32_t idx = zkn__slot_take(c_new);
-    if (idx == UINT32_MAX)
-        return UINT32_MAX;
-    char *np = zkn__slot_addr(c_new, idx);
-    void *op = zkn__slot_addr(c_old, idx_old);
-    int saved = errno;
-    if (zkn__region_map_fresh(np + old_size, new_size - old_size) != 0)
-        goto fail;
-    if (zkn__region_move_pages(op, np, old_size) != 0)
-        goto fail;
-    struct zkn__slot *ns = &zkn__win.cls[c_new].slots[idx];
-    ns->flags = 0;
-    ns->id = 0;
-    ns->gen = 0;
-    errno = saved;
-    return idx;
-fail:
-    if (unmap_slot(np, new_size) == 0)
-        zkn__slot_put(c_new, idx);
-    errno = saved;
-    return UINT32_MAX;
-}

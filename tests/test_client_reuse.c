@@ -106,6 +106,24 @@ START_TEST(realloc_grows_a_block_built_from_pieces)
 }
 END_TEST
 
+START_TEST(realloc_growth_takes_cached_pages)
+{
+    setenv("ZK_NALLOC_CACHE_BYTES", "256M", 1);
+    unsigned char *a = zkn_malloc(8 * MiB);
+    ck_assert_ptr_nonnull(a);
+    zkn_test_fill(a, 8 * MiB, 5);
+    cache_dirty_blocks(2, 8 * MiB);
+    uint64_t rss0 = rss_bytes();
+    unsigned char *b = zkn_realloc(a, 24 * MiB); /* a's pages, then the cached ones */
+    ck_assert_ptr_nonnull(b);
+    ck_assert(zkn_test_check_fill(b, 8 * MiB, 5));
+    memset(b + 8 * MiB, 4, 16 * MiB);
+    ck_assert_uint_lt(rss_bytes(), rss0 + 2 * MiB);
+    ck_assert_uint_eq(zkn_test_lib_stats().bytes_cached, 0);
+    zkn_free(b);
+}
+END_TEST
+
 START_TEST(slightly_bigger_block_serves)
 {
     setenv("ZK_NALLOC_CACHE_BYTES", "256M", 1);
@@ -147,6 +165,7 @@ static Suite *suite(void)
     tcase_add_test(t, miss_takes_pages_of_other_classes);
     tcase_add_test(t, calloc_from_dirty_pages_reads_zero);
     tcase_add_test(t, realloc_grows_a_block_built_from_pieces);
+    tcase_add_test(t, realloc_growth_takes_cached_pages);
     tcase_add_test(t, slightly_bigger_block_serves);
     tcase_add_test(t, churn_across_classes_stays_correct);
     return s;
