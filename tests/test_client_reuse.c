@@ -58,8 +58,9 @@ START_TEST(miss_takes_pages_of_other_classes)
     ck_assert_uint_eq(s1.hits, s0.hits + 1);
     ck_assert_uint_eq(s1.misses, s0.misses);
     ck_assert_uint_eq(s1.bytes_cached, 8 * MiB);
-    /* Writing all 40 MiB faulted nothing new in (allow page-table noise). */
-    ck_assert_uint_lt(rss_bytes(), rss0 + 2 * MiB);
+    /* Writing all 40 MiB faulted nothing new in (allowing for page tables,
+     * and for a sanitizer's shadow: an eighth of what it checks). */
+    ck_assert_uint_lt(rss_bytes(), rss0 + 2 * MiB + 40 * MiB / 8);
     zkn_free(p);
 }
 END_TEST
@@ -84,7 +85,7 @@ START_TEST(calloc_from_dirty_pages_reads_zero)
     unsigned char *r = zkn_malloc(40 * MiB);      /* served by what was filed */
     ck_assert_ptr_nonnull(r);
     memset(r, 1, 40 * MiB);
-    ck_assert_uint_lt(rss_bytes(), rss0 + 2 * MiB);
+    ck_assert_uint_lt(rss_bytes(), rss0 + 2 * MiB + 60 * MiB / 8);
     zkn_free(q);
     zkn_free(r);
 }
@@ -118,7 +119,7 @@ START_TEST(realloc_growth_takes_cached_pages)
     ck_assert_ptr_nonnull(b);
     ck_assert(zkn_test_check_fill(b, 8 * MiB, 5));
     memset(b + 8 * MiB, 4, 16 * MiB);
-    ck_assert_uint_lt(rss_bytes(), rss0 + 2 * MiB);
+    ck_assert_uint_lt(rss_bytes(), rss0 + 2 * MiB + 24 * MiB / 8);
     ck_assert_uint_eq(zkn_test_lib_stats().bytes_cached, 0);
     zkn_free(b);
 }
