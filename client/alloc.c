@@ -185,9 +185,13 @@ static uint32_t from_cache(int *c, int zero, int *clean, int *lent)
         }
         idx = zkn__cache_get(*c, ZKN__TAKE_DIRTY_ONLY, &flags);
     }
-    /* Up to a quarter more (the rounding the classes already allow): no
-     * syscall, and the pages are resident already. */
-    uint64_t limit = zkn__win.cls[*c].size + zkn__win.cls[*c].size / 4;
+    /* A bigger cached block, used in place: no syscall, and its pages are
+     * resident already. Below a huge page up to twice the size (a small
+     * block's pages cannot be moved cheaply, see assemble.c); above, a
+     * quarter more (the rounding the classes already allow), since big
+     * blocks can be built from other classes' pages instead. */
+    uint64_t size = zkn__win.cls[*c].size;
+    uint64_t limit = size < ZKN_HUGE_PAGE_SIZE ? 2 * size : size + size / 4;
     for (int d = *c + 1; idx == UINT32_MAX && d < ZKN_CLASS_COUNT && zkn__win.cls[d].size <= limit;
          d++) {
         if (!zkn__win.cls[d].nslots)

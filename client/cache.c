@@ -38,7 +38,6 @@ struct zkn__tcache {
 
 static void thread_exit(void *arg);
 
-uint64_t zkn__cache_cap;
 static pthread_key_t thread_key; /* hands a thread's cache back when it exits */
 
 int zkn__cache_init(uint64_t cap)
@@ -46,8 +45,6 @@ int zkn__cache_init(uint64_t cap)
     zkn__cache_cap = cap;
     return pthread_key_create(&thread_key, thread_exit) == 0 ? 0 : -1;
 }
-_Atomic uint64_t zkn__bytes_cached;
-
 /* Per class, on its own cache line so classes do not contend. */
 static struct {
     _Atomic uint64_t cached;   /* regions cached anywhere */
@@ -221,7 +218,7 @@ static uint32_t steal_locked(int c, struct kind k)
 /* The region has left the cache (to the program or to be released). */
 static void uncount(int c, uint32_t idx)
 {
-    atomic_fetch_sub_explicit(&zkn__bytes_cached, zkn__win.cls[c].size, memory_order_relaxed);
+    zkn__cache_unreserve(zkn__win.cls[c].size);
     atomic_fetch_sub_explicit(&cls_stat[c].cached, 1, memory_order_relaxed);
     if (slot_clean(c, idx))
         atomic_fetch_sub_explicit(&cls_stat[c].clean, 1, memory_order_relaxed);
@@ -321,22 +318,16 @@ uint32_t zkn__cache_get(int c, enum zkn__take take, uint8_t *flags)
     return idx;
 }
 
-/* Reserves size bytes under the cap; 1 on success. */
-static int reserve(uint64_t size)
-{
-    uint64_t cur = atomic_load_explicit(&zkn__bytes_cached, memory_order_relaxed);
-    while (cur + size <= zkn__cache_cap)
-        if (atomic_compare_exchange_weak(&zkn__bytes_cached, &cur, cur + size))
-            return 1;
-    return 0;
-}
-
 /* Releases regions of other classes, least recently used first, until size
  * bytes fit under the cap. 1 when they do. */
 static int make_room(int c, uint64_t size)
 {
+    /* The bank's remnants first: pages kept in case, not blocks freed. */
+    while (!zkn__cache_reserve(size))
+        if (!zkn__bank_evict_one())
+            break;
     for (int round = 0; round < 4 * ZKN_CLASS_COUNT; round++) {
-        if (reserve(size))
+        if (zkn__cache_reserve(size))
             return 1;
         int victim = -1;
         uint64_t oldest = UINT64_MAX;
@@ -367,7 +358,7 @@ static int make_room(int c, uint64_t size)
         uncount(victim, idx);
         zkn__region_release(victim, idx);
     }
-    return reserve(size);
+    return zkn__cache_reserve(size);
 }
 
 void zkn__cache_put(int c, uint32_t idx)
@@ -378,7 +369,7 @@ void zkn__cache_put(int c, uint32_t idx)
         zkn__region_release(c, idx);
         return;
     }
-    if (!reserve(size) && !make_room(c, size)) {
+    if (!zkn__cache_reserve(size) && !make_room(c, size)) {
         zkn__region_release(c, idx);
         zkn__daemon_flush_returns(0);
         return;
@@ -450,6 +441,7 @@ void zkn__cache_drain(int soften)
     uint32_t heads[ZKN_CLASS_COUNT] = {0};
     if (!atomic_load_explicit(&zkn__win.len, memory_order_acquire))
         return;
+    zkn__bank_drain();
     pthread_mutex_lock(&zkn__glock);
     for (struct zkn__tcache *tc = registry; tc; tc = tc->next)
         tc_to_shared_locked(tc, 0);

@@ -102,6 +102,7 @@ static void child_reset(int handled)
     if (atomic_load(&zkn__ctr.daemon_mapped))
         rescue_live_shared(handled);
     zkn__cache_child_reset();
+    zkn__bank_child_reset();
     if (zkn__fork_token)
         atomic_store(zkn__fork_token, 1);
 }

@@ -5,7 +5,7 @@
  *   os.c/.h, out.c/.h    kernel constants, syscalls, clock, reservations;
  *                        output without stdio
  *   libc_shim.c          glibc's own allocator (libc_alloc.h)
- *   counters.c           the counters zkn_stats() reports
+ *   counters.c           the counters zkn_stats() reports, the cache's budget
  *   daemon_trust.c       whom the client trusts: socket directory, peer, fds
  *   daemon_queue.c       ids owed to the daemon (RETURN, FORGET)
  *   daemon_core.c        the link's state, framing, replies, bounded waits
@@ -13,6 +13,7 @@
  *   daemon_link.c        requests: LEND, RETURN, FORGET (transport only)
  *   window.c             the reserved address window, its slots and states
  *   region.c             what backs a slot: private memory or a daemon memfd
+ *   bank.c               remnants of split blocks, pages for any size
  *   cache.c              per-thread and shared caches of free regions, the cap
  *   assemble.c           blocks built from other classes' cached pages
  *   init.c               lazy one-time setup: config, window, thread key
@@ -152,6 +153,26 @@ int zkn__region_map_fresh(void *p, uint64_t len);
  * whatever was mapped there goes. */
 void zkn__slot_release_empty(int c, uint32_t idx);
 
+/* counters.c: the cache's byte budget, shared by cache.c and bank.c. */
+extern uint64_t zkn__cache_cap;
+extern _Atomic uint64_t zkn__bytes_cached;
+/* Takes size bytes of the budget; 1 when they fit under the cap. */
+int zkn__cache_reserve(uint64_t size);
+void zkn__cache_unreserve(uint64_t size);
+
+/* bank.c: remnants of blocks that gave part of themselves to a request. */
+/* Keeps the first len bytes of slot (c, idx) (state SLOT_BUSY) for later
+ * requests; 0, or -1 when over the cap or full (the caller frees it). */
+int zkn__bank_put(int c, uint32_t idx, uint64_t len, int clean);
+/* Moves up to want bytes off one remnant's end to dst. Returns how many
+ * moved, 0 when none; *clean when they are all zero. */
+uint64_t zkn__bank_take(char *dst, uint64_t want, int *clean);
+/* Frees one remnant; the bytes it held, 0 when the bank is empty. */
+uint64_t zkn__bank_evict_one(void);
+void zkn__bank_drain(void);
+uint64_t zkn__bank_bytes(void);
+void zkn__bank_child_reset(void);
+
 /* cache.c */
 struct zkn__tcache;
 enum zkn__take {
@@ -176,14 +197,12 @@ void zkn__cache_drain(int soften);
 int zkn__cache_init(uint64_t cap);
 /* fork child: drop other threads' caches and every cached shared region. */
 void zkn__cache_child_reset(void);
-extern uint64_t zkn__cache_cap;
-extern _Atomic uint64_t zkn__bytes_cached;
 
 /* assemble.c */
-/* A new region of class c (>= 2 MiB; state SLOT_BUSY) made of pages moved
- * from cached private regions of other classes, the rest fresh; all zero
- * when zero is set. *whole when no page was fresh. UINT32_MAX when there is
- * nothing to move (or, with only_whole, not enough to cover it all). */
+/* A new region of class c (>= 2 MiB; state SLOT_BUSY) made of huge pages
+ * moved from the bank and from cached private regions of other classes, the
+ * rest fresh; all zero when zero is set. *whole when no page was fresh. UINT32_MAX when
+ * there is nothing to move (or, with only_whole, not enough for all of it). */
 uint32_t zkn__assemble(int c, int zero, int only_whole, int *whole);
 /* realloc: a private region grown into class c_new by moving its pages (no
  * copy), the rest as above. The new slot (SLOT_BUSY), or UINT32_MAX when it

@@ -143,6 +143,16 @@ START_TEST(slightly_bigger_block_serves)
     ck_assert_ptr_ne(q, big);
     ck_assert_uint_eq(zkn_usable_size(q), 6 * MiB);
     zkn_free(q);
+    /* Below a huge page, up to twice the size (small blocks' pages are not
+     * moved between classes). */
+    void *small = zkn_malloc(512 * 1024);
+    ck_assert_ptr_nonnull(small);
+    memset(small, 8, 512 * 1024);
+    zkn_free(small);
+    void *r = zkn_malloc(256 * 1024);
+    ck_assert_ptr_eq(r, small);
+    ck_assert_uint_eq(zkn_usable_size(r), 512 * 1024);
+    zkn_free(r);
 }
 END_TEST
 
