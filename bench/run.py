@@ -4,7 +4,7 @@
     python3 bench/run.py full  [--build build] [--out bench/results] [--peers-only]
     python3 bench/run.py quick [--build build] [--out bench/results/quick]
         [--only VARIANT,...] [--progs FAMILY,...]
-    (families: fft burst msm contention cold prover small lend fork)
+    (families: fft burst msm grow contention cold prover small lend fork)
     python3 bench/run.py demo  [--build build]
 
 Every measurement is its own process, with the allocator under test swapped in
@@ -352,7 +352,7 @@ class Runner:
 PLANS = {
     "full": {
         "fft": [(8, 41, 3), (32, 31, 2), (128, 21, 2)],  # (MiB, reps, warmup)
-        "burst": (11, 2), "msm": (11, 2),
+        "burst": (11, 2), "msm": (11, 2), "grow": (11, 2),
         "contention": {"iters": 4, "reps": 5, "warm": 1},
         "cold": {"runs": 5, "idle_runs": 2, "idle_gap": 3.0,
                  "idle_variants": ["glibc", "glibc+thp", "zk-nalloc", "zk-nalloc+daemon"]},
@@ -368,7 +368,7 @@ PLANS = {
     },
     "quick": {
         "fft": [(32, 5, 1), (128, 5, 1)],
-        "burst": (5, 1), "msm": (5, 1),
+        "burst": (5, 1), "msm": (5, 1), "grow": (5, 1),
         "contention": {"iters": 2, "reps": 3, "warm": 1, "threads": "nproc"},
         "cold": {"runs": 2, "idle_runs": 1, "idle_gap": 2.0, "idle_variants": ["zk-nalloc+daemon"]},
         "prover": [(18, 2, 2, 1, 1)],
@@ -396,7 +396,7 @@ def fork_daemon_args(mib):
     return ["--prewarm", "%dM=%d" % (FORK_BLOCK_MIB, n), "--pool-bytes", "%dM" % ((n + 4) * FORK_BLOCK_MIB)]
 
 
-FAMILIES = ("fft", "burst", "msm", "contention", "cold", "prover", "small", "lend", "fork")
+FAMILIES = ("fft", "burst", "msm", "grow", "contention", "cold", "prover", "small", "lend", "fork")
 
 T0 = time.monotonic()
 
@@ -500,6 +500,12 @@ def bench_all(runner, variants, plan):
         r = runner.run(v, "zk_patterns", ["msm", reps, warm])
         progress(r[0] if r else None)
     each("MSM buckets: 16 x 6 MiB calloc, 1% of lines read-modify-written, freed (us)", msm, "msm")
+
+    def grow(v):
+        reps, warm = plan["grow"]
+        r = runner.run(v, "zk_patterns", ["grow", reps, warm])
+        progress(r[0] if r else None)
+    each("growing buffer: realloc 1 -> 64 MiB doubling, new halves written, freed (us)", grow, "grow")
 
     c = plan["contention"]
     threads = sorted({nproc} if c.get("threads") == "nproc" else {1, 2, nproc})

@@ -5,6 +5,9 @@
  *   zk_patterns burst-nowrite [REPS] [WARMUP]  8 x 16 MiB allocated and freed, never touched
  *   zk_patterns msm [REPS] [WARMUP]            16 x 6 MiB calloc, 1% of cache lines
  *                                              read-modify-written at random, all freed
+ *   zk_patterns grow [REPS] [WARMUP]           a buffer grown by realloc from 1 MiB to
+ *                                              64 MiB, doubling, each new half written,
+ *                                              freed (a trace or proof buffer)
  *
  * Each timed repetition is followed by the physical floor: the same writes into
  * memory the harness faulted in once and keeps (mmap + MADV_HUGEPAGE, populated).
@@ -19,6 +22,8 @@
 #define MSM_N 16
 #define MSM_MIB 6
 #define LINE 64
+#define GROW_FROM_MIB 1
+#define GROW_TO_MIB 64
 
 static void fill(void *p, size_t n, int v)
 {
@@ -66,7 +71,7 @@ int main(int argc, char **argv)
 {
     bench_check_preload();
     if (argc < 2) {
-        fprintf(stderr, "usage: zk_patterns fft SIZE_MIB [REPS] [WARMUP] | burst|burst-nowrite|msm "
+        fprintf(stderr, "usage: zk_patterns fft SIZE_MIB [REPS] [WARMUP] | burst|burst-nowrite|msm|grow "
                         "[REPS] [WARMUP]\n");
         return 2;
     }
@@ -141,6 +146,40 @@ int main(int argc, char **argv)
         snprintf(casename, sizeof casename, "%s 8x16 MiB", write ? "burst" : "burst-nowrite");
         extra_mem(extra, sizeof extra, &mem, &base);
         bench_emit(pat, casename, "us", &s, write ? &f : NULL, extra);
+    } else if (strcmp(pat, "grow") == 0) {
+        size_t top = (size_t)GROW_TO_MIB * MIB;
+        unsigned char *fl = bench_map(top, 1, 1);
+        bench_read_mem(&base);
+        for (long r = -warm; r < reps; r++) {
+            uint64_t t0 = bench_now_ns();
+            size_t n = (size_t)GROW_FROM_MIB * MIB;
+            unsigned char *p = malloc(n);
+            if (!p)
+                return 1;
+            fill(p, n, (int)r);
+            for (; n < top; n *= 2) {
+                unsigned char *q = realloc(p, 2 * n);
+                if (!q)
+                    return 1;
+                p = q;
+                if (p[n - 1] != (unsigned char)((int)r | 1)) /* contents kept */
+                    return 1;
+                fill(p + n, n, (int)r);
+            }
+            if (r == reps - 1)
+                bench_read_mem(&mem);
+            free(p);
+            uint64_t t1 = bench_now_ns();
+            fill(fl, top, (int)r); /* the same bytes written, in place */
+            uint64_t t2 = bench_now_ns();
+            if (r >= 0) {
+                bench_series_add(&s, (double)(t1 - t0) / 1e3);
+                bench_series_add(&f, (double)(t2 - t1) / 1e3);
+            }
+        }
+        snprintf(casename, sizeof casename, "grow 1->%d MiB", GROW_TO_MIB);
+        extra_mem(extra, sizeof extra, &mem, &base);
+        bench_emit("grow", casename, "us", &s, &f, extra);
     } else if (strcmp(pat, "msm") == 0) {
         size_t n = (size_t)MSM_MIB * MIB;
         unsigned char *fl = bench_map(n * MSM_N, 1, 1);
