@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -224,6 +225,13 @@ void zkn__link_pump(void)
 
 /* Waits until done() holds, at most timeout_ms, with dlock released while
  * polling. 1 when done, 0 on timeout, -1 when the connection went away. */
+void zkn__link_lock(void)
+{
+    atomic_fetch_add(&L->lock_wanted, 1);
+    pthread_mutex_lock(&L->dlock);
+    atomic_fetch_sub(&L->lock_wanted, 1);
+}
+
 int zkn__link_wait(int (*done)(void), int timeout_ms)
 {
     uint64_t deadline = zkn__now_ns() + (uint64_t)timeout_ms * 1000000u;
@@ -250,6 +258,10 @@ int zkn__link_wait(int (*done)(void), int timeout_ms)
         pthread_mutex_unlock(&L->dlock);
         /* sock may be closed by another thread meanwhile: epoch tells. */
         (void)poll(&p, 1, left_ms < POLL_SLICE_MS ? (int)left_ms : POLL_SLICE_MS);
+        /* A mutex is not fair: on a busy machine this loop could re-take it
+         * every slice before a forking or releasing thread ever runs. */
+        while (atomic_load_explicit(&L->lock_wanted, memory_order_relaxed))
+            sched_yield();
         pthread_mutex_lock(&L->dlock);
     }
     L->waiting = 0;
@@ -261,6 +273,7 @@ void zkn__link_reset(void)
 {
     close_socket();
     L->waiting = 0;
+    atomic_store(&L->lock_wanted, 0); /* those threads are not in this process */
     atomic_store(&L->connected, 0);
     if (++L->gen_counter == 0)
         L->gen_counter = 1;

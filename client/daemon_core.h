@@ -39,6 +39,7 @@ struct zkn__link_state {
     _Atomic uint32_t live_gen;    /* the instance whose ids we RETURN */
     _Atomic uint32_t backing;
     int waiting;                  /* a thread waits for a reply (at most one) */
+    _Atomic int lock_wanted;      /* threads blocked in zkn__link_lock() */
     char link_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     /* The LEND reply being waited for, or a late one to give back. */
     uint32_t lend_rid;            /* in flight; 0: none */
@@ -52,6 +53,8 @@ struct zkn__link_state {
 
 extern struct zkn__link_state zkn__link;
 
+/* Takes dlock, ahead of a waiter that keeps re-taking it between polls. */
+void zkn__link_lock(void);
 /* daemon_core.c, all under dlock. */
 void zkn__link_be_quiet(uint64_t now);   /* leave the daemon alone a while, doubling */
 void zkn__link_mailbox_clear(void);

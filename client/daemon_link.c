@@ -67,7 +67,7 @@ void zkn__daemon_flush_returns(int wait_for_lock)
     if (!zkn__daemon_connected())
         return;
     if (wait_for_lock)
-        pthread_mutex_lock(&L->dlock);
+        zkn__link_lock();
     else if (pthread_mutex_trylock(&L->dlock) != 0)
         return; /* whoever holds the link sends them with its next request */
     if (!foreign_locked()) {
@@ -177,7 +177,7 @@ void zkn__daemon_poll(void)
 
 void zkn__daemon_lock(void)
 {
-    pthread_mutex_lock(&L->dlock);
+    zkn__link_lock();
 }
 
 void zkn__daemon_send_forgets_locked(void)

@@ -61,15 +61,19 @@ START_TEST(calloc_zero_on_daemon_regions)
         size_t n = sizes[i];
         unsigned char *p = zkn_calloc(1, n); /* lent ZEROED */
         ck_assert(zkn_test_all_byte(p, n, 0));
+        zkn_release_cache(); /* the batch's clean extras go: p will be all there is */
         memset(p, 0xee, n);
         zkn_free(p);
-        unsigned char *q = zkn_calloc(n, 1); /* the dirty shared region again */
-        ck_assert_ptr_eq(q, p);
+        unsigned char *q = zkn_calloc(n, 1);
+        /* The dirty shared region again, zeroed here; from 2 MiB up calloc may
+         * instead trade it for one the daemon zeroed. */
+        if (n < 2 * MiB)
+            ck_assert_ptr_eq(q, p);
         ck_assert_msg(zkn_test_all_byte(q, n, 0), "calloc(%zu) on a dirty daemon region not zero",
                       n);
         zkn_free(q);
     }
-    ck_assert_uint_gt(zkn_test_lib_stats().bytes_leased, 0);
+    ck_assert_uint_gt(zkn_test_lib_stats().daemon_lends, 0);
 }
 END_TEST
 

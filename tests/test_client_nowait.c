@@ -122,9 +122,29 @@ static void *lend_once(void *arg)
     return NULL;
 }
 
+/* How long fork() itself takes here (milliseconds under a sanitizer on a
+ * loaded machine): the least of three. */
+static double plain_fork_ms(void)
+{
+    double best = 1e9;
+    for (int i = 0; i < 3; i++) {
+        double t0 = zkn_test_now_ms();
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(0);
+        double ms = zkn_test_now_ms() - t0;
+        int st;
+        ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+        if (ms < best)
+            best = ms;
+    }
+    return best;
+}
+
 START_TEST(fork_and_release_do_not_wait_for_another_threads_lend)
 {
     ck_assert(daemon_serves(4 * MiB, 3000)); /* connected */
+    double fork_base = plain_fork_ms();
     kill(daemon_.pid, SIGSTOP);
     struct lender l = {0};
     pthread_t t;
@@ -144,9 +164,9 @@ START_TEST(fork_and_release_do_not_wait_for_another_threads_lend)
     ck_assert_int_eq(waitpid(pid, &st, 0), pid);
     /* The lender waits its bounded time; fork and release never queue behind it. */
     ck_assert_msg(l.took_ms < 50, "the LEND waited %.1f ms", l.took_ms);
-    ck_assert_msg(l.took_ms < 10 || (fork_ms < 10 && release_ms < 10),
-                  "fork %.1f ms and release %.1f ms waited for a LEND of %.1f ms", fork_ms,
-                  release_ms, l.took_ms);
+    ck_assert_msg(l.took_ms < 10 || (fork_ms < fork_base + 8 && release_ms < 10),
+                  "fork %.1f ms (%.1f ms alone) and release %.1f ms waited for a LEND of %.1f ms",
+                  fork_ms, fork_base, release_ms, l.took_ms);
 }
 END_TEST
 
