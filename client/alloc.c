@@ -129,7 +129,13 @@ static uint32_t miss(int c, int zero, int *clean)
         return idx;
     }
     *clean = 1;
-    return zkn__region_new_local(c);
+    uint32_t extra;
+    idx = zkn__region_new_local(c, &extra);
+    for (uint32_t i = 1; i <= extra; i++) { /* its neighbours on the same huge page */
+        atomic_store(&zkn__win.cls[c].slots[idx + i].state, SLOT_CACHED);
+        zkn__cache_put(c, idx + i);
+    }
+    return idx;
 }
 
 /* calloc with only dirty regions cached: zeroing one costs the caller about

@@ -119,6 +119,9 @@ static inline uint32_t zkn__slot_of(int c, const void *p, int *exact)
 int zkn__window_reserve(void);
 /* A never-used or released slot of class c (state SLOT_BUSY), or UINT32_MAX. */
 uint32_t zkn__slot_take(int c);
+/* k never-used slots in a row, the first k-aligned (SLOT_BUSY), or
+ * UINT32_MAX; returns the first. */
+uint32_t zkn__slot_take_run(int c, uint32_t k);
 /* Back to the free list; the slot must already be PROT_NONE again. */
 void zkn__slot_put(int c, uint32_t idx);
 /* The smallest class that holds size bytes at the given alignment, or -1. */
@@ -126,8 +129,10 @@ int zkn__class_for(size_t size, size_t align);
 _Noreturn void zkn__die_bad_pointer(const char *fn, const void *p, const char *why);
 
 /* region.c */
-/* Maps a fresh private anonymous region into a new slot. UINT32_MAX on failure. */
-uint32_t zkn__region_new_local(int c);
+/* Maps a fresh private anonymous region into a new slot. UINT32_MAX on
+ * failure. *extra: how many slots after it were mapped too (clean, state
+ * SLOT_BUSY), for the caller to cache (see region.c). */
+uint32_t zkn__region_new_local(int c, uint32_t *extra);
 /* Maps a daemon memfd into a new slot, keeping fd. UINT32_MAX on failure
  * (fd closed; the caller returns the id). */
 uint32_t zkn__region_map_fd(int c, int fd, uint64_t id, int clean, uint32_t gen);

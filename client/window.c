@@ -131,6 +131,24 @@ uint32_t zkn__slot_take(int c)
     return idx;
 }
 
+uint32_t zkn__slot_take_run(int c, uint32_t k)
+{
+    struct zkn__class_win *w = &zkn__win.cls[c];
+    uint32_t idx = UINT32_MAX;
+    pthread_mutex_lock(&zkn__glock);
+    /* Never-used slots only: released ones are scattered over the window. */
+    if (!w->free_head && w->hwm % k == 0 && w->nslots - w->hwm >= k) {
+        idx = w->hwm;
+        w->hwm += k;
+        for (uint32_t i = idx; i < idx + k; i++) {
+            w->slots[i].next = 0;
+            atomic_store_explicit(&w->slots[i].state, SLOT_BUSY, memory_order_relaxed);
+        }
+    }
+    pthread_mutex_unlock(&zkn__glock);
+    return idx;
+}
+
 static void slot_put_locked(int c, uint32_t idx)
 {
     struct zkn__class_win *w = &zkn__win.cls[c];

@@ -59,7 +59,7 @@ END_TEST
 
 START_TEST(release_and_soften)
 {
-    static const size_t sizes[] = {1 * MiB, 2 * MiB, 4 * MiB, 6 * MiB}; /* exact classes */
+    static const size_t sizes[] = {2 * MiB, 4 * MiB, 6 * MiB, 8 * MiB}; /* exact classes */
     void *p[4];
     for (int i = 0; i < 4; i++) {
         p[i] = zkn_malloc(sizes[i]);
@@ -67,11 +67,11 @@ START_TEST(release_and_soften)
     }
     for (int i = 0; i < 4; i++)
         zkn_free(p[i]);
-    ck_assert_uint_eq(zkn_test_lib_stats().bytes_cached, 13 * MiB);
+    ck_assert_uint_eq(zkn_test_lib_stats().bytes_cached, 20 * MiB);
     zkn_soften_cache(); /* private regions stay cached, reclaimable */
-    ck_assert_uint_eq(zkn_test_lib_stats().bytes_cached, 13 * MiB);
+    ck_assert_uint_eq(zkn_test_lib_stats().bytes_cached, 20 * MiB);
     unsigned char *c = zkn_calloc(1, 4 * MiB);
-    ck_assert_ptr_eq(c, p[2]);
+    ck_assert_ptr_eq(c, p[1]);
     ck_assert(zkn_test_all_byte(c, 4 * MiB, 0));
     zkn_test_fill(c, 4 * MiB, 3);
     ck_assert(zkn_test_check_fill(c, 4 * MiB, 3));

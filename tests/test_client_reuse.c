@@ -156,6 +156,53 @@ START_TEST(slightly_bigger_block_serves)
 }
 END_TEST
 
+/* Anonymous transparent huge pages are on (madvise or always). */
+static int thp_on(void)
+{
+    char buf[128] = {0};
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    return n > 0 && strstr(buf, "[never]") == NULL;
+}
+
+START_TEST(a_huge_page_serves_its_neighbours)
+{
+    setenv("ZK_NALLOC_CACHE_BYTES", "256M", 1);
+    /* 64 KiB: never a whole huge page for one small block. */
+    void *tiny = zkn_malloc(64 * 1024);
+    ck_assert_ptr_nonnull(tiny);
+    ck_assert_uint_eq(zkn_test_lib_stats().bytes_cached, 0);
+    zkn_free(tiny);
+    zkn_release_cache();
+    /* 512 KiB: its huge page holds three more, kept clean for later. */
+    unsigned char *p = zkn_malloc(512 * 1024);
+    ck_assert_ptr_nonnull(p);
+    memset(p, 0x77, 512 * 1024);
+    if (!thp_on()) {
+        ck_assert_uint_eq(zkn_test_lib_stats().bytes_cached, 0);
+        zkn_free(p);
+        return;
+    }
+    ck_assert_uint_eq(zkn_test_lib_stats().bytes_cached, 3 * 512 * 1024);
+    struct zkn_stats s0 = zkn_test_lib_stats();
+    unsigned char *q[3];
+    for (int i = 0; i < 3; i++) {
+        q[i] = zkn_calloc(1, 512 * 1024); /* clean neighbours: hits, all zero */
+        ck_assert_ptr_nonnull(q[i]);
+        ck_assert(zkn_test_all_byte(q[i], 512 * 1024, 0));
+        ck_assert_uint_eq((uintptr_t)q[i] >> 21, (uintptr_t)p >> 21); /* the same huge page */
+    }
+    ck_assert_uint_eq(zkn_test_lib_stats().hits, s0.hits + 3);
+    ck_assert(zkn_test_all_byte(p, 512 * 1024, 0x77));
+    zkn_free(p);
+    for (int i = 0; i < 3; i++)
+        zkn_free(q[i]);
+}
+END_TEST
+
 START_TEST(churn_across_classes_stays_correct)
 {
     setenv("ZK_NALLOC_CACHE_BYTES", "64M", 1);
@@ -178,6 +225,7 @@ static Suite *suite(void)
     tcase_add_test(t, realloc_grows_a_block_built_from_pieces);
     tcase_add_test(t, realloc_growth_takes_cached_pages);
     tcase_add_test(t, slightly_bigger_block_serves);
+    tcase_add_test(t, a_huge_page_serves_its_neighbours);
     tcase_add_test(t, churn_across_classes_stays_correct);
     return s;
 }
