@@ -154,19 +154,6 @@ static void shared_push_locked(int c, uint32_t idx)
     w->shared_count[k]++;
 }
 
-/* One region from the shared list of the given kind (1 clean, 0 dirty). */
-static uint32_t shared_pop_locked(int c, int k)
-{
-    struct zkn__class_win *w = &zkn__win.cls[c];
-    if (!w->shared_head[k])
-        return UINT32_MAX;
-    uint32_t idx = w->shared_head[k] - 1;
-    w->shared_head[k] = w->slots[idx].next;
-    w->slots[idx].next = 0;
-    w->shared_count[k]--;
-    return idx;
-}
-
 /* Which entries a taker wants: those whose low bits, masked, equal want. */
 struct kind {
     uint32_t mask, want;
@@ -177,6 +164,27 @@ struct kind {
 static int kind_ok(uint32_t v, struct kind k)
 {
     return (v & k.mask) == k.want;
+}
+
+/* Unlinks the first region of kind kd from class c's shared lists (the
+ * clean or the dirty one, as kd says). Under zkn__glock. */
+static uint32_t shared_pop_locked(int c, struct kind kd)
+{
+    struct zkn__class_win *w = &zkn__win.cls[c];
+    for (int k = 0; k <= 1; k++) {
+        if ((kd.mask & 1u) && (uint32_t)k != (kd.want & 1u))
+            continue;
+        for (uint32_t *link = &w->shared_head[k]; *link; link = &w->slots[*link - 1].next) {
+            uint32_t idx = *link - 1;
+            if (!kind_ok(ENT(idx, k, slot_daemon(c, idx)), kd))
+                continue;
+            *link = w->slots[idx].next;
+            w->slots[idx].next = 0;
+            w->shared_count[k]--;
+            return idx;
+        }
+    }
+    return UINT32_MAX;
 }
 
 /* Takes an entry of class c of kind k from one thread cache; 0 when there
@@ -235,59 +243,35 @@ uint64_t zkn__cache_count(int c, int clean)
     return n;
 }
 
-/* A region of class c and kind k (1 clean, 0 dirty) from this thread's
- * cache, the shared list or another thread's cache, or UINT32_MAX. */
-static uint32_t take_kind(int c, int k)
+/* A region of class c of kind kd from this thread's cache, the shared lists
+ * or another thread's cache (regions are fungible, whoever freed them), or
+ * UINT32_MAX. */
+static uint32_t take(int c, struct kind kd)
 {
-    if (zkn__cache_count(c, k) == 0)
-        return UINT32_MAX;
     struct zkn__tcache *tc = my_tcache();
-    uint32_t v = tc ? tc_take(tc, c, KIND_CLEAN(k)) : 0;
+    uint32_t v = tc ? tc_take(tc, c, kd) : 0;
     if (v)
         return ENT_IDX(v);
-    /* Shared list first; then another thread's cache, which beats any miss
-     * (regions are fungible, whoever freed them). */
     pthread_mutex_lock(&zkn__glock);
-    uint32_t idx = shared_pop_locked(c, k);
+    uint32_t idx = shared_pop_locked(c, kd);
     if (idx == UINT32_MAX)
-        idx = steal_locked(c, KIND_CLEAN(k));
+        idx = steal_locked(c, kd);
     pthread_mutex_unlock(&zkn__glock);
     return idx;
 }
 
-/* Unlinks the first private region of a shared list. Under zkn__glock. */
-static uint32_t shared_pop_private_locked(int c, int k)
+static uint32_t take_kind(int c, int k)
 {
-    struct zkn__class_win *w = &zkn__win.cls[c];
-    for (uint32_t *link = &w->shared_head[k]; *link; link = &w->slots[*link - 1].next) {
-        uint32_t idx = *link - 1;
-        if (slot_daemon(c, idx))
-            continue;
-        *link = w->slots[idx].next;
-        w->slots[idx].next = 0;
-        w->shared_count[k]--;
-        return idx;
-    }
-    return UINT32_MAX;
+    return zkn__cache_count(c, k) ? take(c, KIND_CLEAN(k)) : UINT32_MAX;
 }
 
 uint32_t zkn__cache_take_private(int c)
 {
     if (!atomic_load_explicit(&cls_stat[c].priv, memory_order_relaxed))
         return UINT32_MAX;
-    struct zkn__tcache *tc = my_tcache();
-    uint32_t v = tc ? tc_take(tc, c, KIND_PRIVATE) : 0;
-    uint32_t idx = v ? ENT_IDX(v) : UINT32_MAX;
-    if (idx == UINT32_MAX) {
-        pthread_mutex_lock(&zkn__glock);
-        for (int k = 0; k <= 1 && idx == UINT32_MAX; k++)
-            idx = shared_pop_private_locked(c, k);
-        if (idx == UINT32_MAX)
-            idx = steal_locked(c, KIND_PRIVATE);
-        pthread_mutex_unlock(&zkn__glock);
-        if (idx == UINT32_MAX)
-            return UINT32_MAX;
-    }
+    uint32_t idx = take(c, KIND_PRIVATE);
+    if (idx == UINT32_MAX)
+        return UINT32_MAX;
     uncount(c, idx);
     atomic_store_explicit(&zkn__win.cls[c].slots[idx].state, SLOT_BUSY, memory_order_relaxed);
     return idx;
@@ -343,14 +327,9 @@ static int make_room(int c, uint64_t size)
         if (victim < 0)
             return 0;
         /* Dirty ones first: a clean one may still spare a calloc its zeroing. */
-        pthread_mutex_lock(&zkn__glock);
-        uint32_t idx = UINT32_MAX;
-        for (int k = 0; k <= 1 && idx == UINT32_MAX; k++) {
-            idx = shared_pop_locked(victim, k);
-            if (idx == UINT32_MAX)
-                idx = steal_locked(victim, KIND_CLEAN(k));
-        }
-        pthread_mutex_unlock(&zkn__glock);
+        uint32_t idx = take(victim, KIND_CLEAN(0));
+        if (idx == UINT32_MAX)
+            idx = take(victim, KIND_CLEAN(1));
         if (idx == UINT32_MAX) {
             touch_class(victim); /* raced with its owner; look elsewhere next */
             continue;
@@ -420,7 +399,7 @@ static uint32_t shared_take_all_locked(int c)
 {
     uint32_t head = 0, idx;
     for (int k = 0; k <= 1; k++)
-        while ((idx = shared_pop_locked(c, k)) != UINT32_MAX) {
+        while ((idx = shared_pop_locked(c, KIND_CLEAN(k))) != UINT32_MAX) {
             zkn__win.cls[c].slots[idx].next = head;
             head = idx + 1;
         }
