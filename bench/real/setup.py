@@ -107,8 +107,10 @@ def run(argv, cwd, what, hint=""):
     out = p.stdout.decode("utf-8", "replace")
     # snarkjs reports some errors with exit status 0 and an [ERROR] line
     if p.returncode != 0 or "[ERROR]" in out:
-        raise SetupError("%s failed (exit %d): %s\n(full log: %s)" % (
-            what, p.returncode, strip_ansi(out)[-1500:], log))
+        lines = [l.strip() for l in strip_ansi(out).splitlines() if l.strip()]
+        first = next((l for l in lines if "error" in l.lower()), lines[-1] if lines else "")
+        raise SetupError("%s failed (exit %d): %s\n%s\n(full log: %s)" % (
+            what, p.returncode, first[:300], strip_ansi(out)[-1500:], log))
     say("%s: done in %.1f s" % (what, time.monotonic() - t))
     return strip_ansi(out)
 
