@@ -3,7 +3,7 @@
 
     python3 bench/run.py full  [--build build] [--out bench/results] [--peers-only]
     python3 bench/run.py quick [--build build] [--out bench/results/quick]
-        [--only VARIANT,...] [--progs FAMILY,...]
+        [--only VARIANT,...] [--progs FAMILY,...] [--real-proofs groth16:5,plonk:3]
     (families: fft burst msm contention cold prover small lend fork real)
     python3 bench/run.py demo  [--build build]
 
@@ -640,11 +640,11 @@ def bench_all(runner, variants, plan):
     runner.stop_daemon()
 
     if want("real"):
-        real_family(runner, variants, plan["real"])
+        real_family(runner, variants, plan["real"], plan.get("real_proofs"))
         runner.stop_daemon()
 
 
-def real_family(runner, variants, mode):
+def real_family(runner, variants, mode, proofs=None):
     """snarkjs proofs under each allocator (issue 12): bench/real/real.py, results in
     OUT/real/. Skipped with a one-line reason when it cannot run (no node or npm,
     no registry); never ends the whole run."""
@@ -656,7 +656,7 @@ def real_family(runner, variants, mode):
         print("  skipped: bench/real/real.py did not load: %s" % e)
         return
     try:
-        runner.real_res = real.run_family(runner, variants, mode, sys.modules[__name__])
+        runner.real_res = real.run_family(runner, variants, mode, sys.modules[__name__], proofs)
     except (OSError, RuntimeError, ValueError) as e:
         print("  real: stopped: %s" % e, file=sys.stderr)
         runner.errors.append("real: %s" % e)
@@ -1434,6 +1434,8 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--peers-only", action="store_true")
     ap.add_argument("--only", default=None, help="comma-separated variant names")
+    ap.add_argument("--real-proofs", default=None, metavar="PROTO:N,...",
+                    help="real family: proofs per allocator, e.g. groth16:5,plonk:3 (default: the plan's)")
     ap.add_argument("--progs", default=None,
                     help="comma-separated families: " + " ".join(FAMILIES))
     a = ap.parse_args()
@@ -1470,6 +1472,13 @@ def main():
     plan = dict(PLANS[a.mode])
     if a.progs:
         plan["progs"] = a.progs.split(",")
+    if a.real_proofs:
+        try:
+            plan["real_proofs"] = [(p.split(":")[0], int(p.split(":")[1])) for p in a.real_proofs.split(",")]
+        except (IndexError, ValueError):
+            ap.error("--real-proofs: PROTO:N,... (e.g. groth16:5,plonk:3)")
+        if any(p not in ("groth16", "plonk") for p, _ in plan["real_proofs"]):
+            ap.error("--real-proofs: protocols are groth16 and plonk")
     out = a.out or os.path.join(ROOT, "bench", "results", "" if a.mode == "full" else a.mode)
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)

@@ -117,9 +117,12 @@ def prove_once(runner, v, t, base, circuit, proto, tmp, timeout):
     return s
 
 
-def run_family(runner, variants, mode, R):
-    """The `real` family, inside bench/run.py's bench_all. R: the run.py module."""
-    plan = PLANS["full" if mode == "full" else "quick"]
+def run_family(runner, variants, mode, R, proofs=None):
+    """The `real` family, inside bench/run.py's bench_all. R: the run.py module;
+    proofs: [(protocol, proofs per allocator)] instead of the plan's."""
+    plan = dict(PLANS["full" if mode == "full" else "quick"])
+    if proofs:
+        plan["proofs"] = proofs
     circuit = plan["circuit"]
     runner.R = R
     out_dir = os.path.join(runner.out, "real")
