@@ -1,7 +1,8 @@
 # Benchmarks (issue 5), included by the top-level Makefile.
 #
-#   make bench        everything (a few minutes on 2 cores), results in bench/results/
-#   make bench-quick  a shorter run (under a minute), results in bench/results/quick/
+#   make bench        everything, results in bench/results/ (real provers, issue 12: bench/results/real/;
+#                     their one-off setup, bench/real/setup.py, takes over an hour on 2 cores)
+#   make bench-quick  a shorter run (a few minutes), results in bench/results/quick/
 #   make demo         a guided tour: daemon on a temporary socket, cold start and FFT,
 #                     glibc against zk-nalloc, the daemon's stats
 #   make bench-peers  the peers only (glibc, jemalloc, mimalloc, tcmalloc); needs no

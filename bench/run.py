@@ -3,8 +3,8 @@
 
     python3 bench/run.py full  [--build build] [--out bench/results] [--peers-only]
     python3 bench/run.py quick [--build build] [--out bench/results/quick]
-        [--only VARIANT,...] [--progs FAMILY,...]
-    (families: fft burst msm grow contention cold prover small lend fork)
+        [--only VARIANT,...] [--progs FAMILY,...] [--real-proofs groth16:5,plonk:3]
+    (families: fft burst msm grow contention cold prover small lend fork real)
     python3 bench/run.py demo  [--build build]
 
 Every measurement is its own process, with the allocator under test swapped in
@@ -364,6 +364,7 @@ PLANS = {
         # rewrite after fork costs up to 25 s per GiB here with 4 KiB copy-on-write
         # faults (glibc), so it is timed at 512 MiB only
         "fork": [(0, 5, 0), (512, 5, 2), (2048, 2, 0)],
+        "real": "full",  # bench/real/real.py's plan: snarkjs groth16 x5 + plonk x3, 2^16
         "variants": None,  # all
     },
     "quick": {
@@ -375,6 +376,7 @@ PLANS = {
         "small": (500000, 3, 1, 2),
         "lend": [(128, 100, 10)],
         "fork": [(0, 3, 0), (512, 3, 1)],
+        "real": "quick",  # snarkjs groth16 x3 + plonk x1, 2^14
         "warmup_mib": 512,
         "variants": ["glibc", "jemalloc", "mimalloc", "tcmalloc", "zk-nalloc",
                      "zk-nalloc+daemon"],
@@ -396,7 +398,8 @@ def fork_daemon_args(mib):
     return ["--prewarm", "%dM=%d" % (FORK_BLOCK_MIB, n), "--pool-bytes", "%dM" % ((n + 4) * FORK_BLOCK_MIB)]
 
 
-FAMILIES = ("fft", "burst", "msm", "grow", "contention", "cold", "prover", "small", "lend", "fork")
+FAMILIES = ("fft", "burst", "msm", "grow", "contention", "cold", "prover", "small", "lend", "fork",
+            "real")
 
 T0 = time.monotonic()
 
@@ -642,6 +645,28 @@ def bench_all(runner, variants, plan):
     each("fork() with L live bytes in %d MiB blocks: fork+exec, fork+_exit (ms), the parent "
          "rewriting them after (ms)" % FORK_BLOCK_MIB, fork, "fork", own_daemon=True)
     runner.stop_daemon()
+
+    if want("real"):
+        real_family(runner, variants, plan["real"], plan.get("real_proofs"))
+        runner.stop_daemon()
+
+
+def real_family(runner, variants, mode, proofs=None):
+    """snarkjs proofs under each allocator (issue 12): bench/real/real.py, results in
+    OUT/real/. Skipped with a one-line reason when it cannot run (no node or npm,
+    no registry); never ends the whole run."""
+    try:
+        sys.path.insert(0, os.path.join(ROOT, "bench", "real"))
+        import real
+    except Exception as e:  # a broken family must not take the others with it
+        section("real provers (bench/real)")
+        print("  skipped: bench/real/real.py did not load: %s" % e)
+        return
+    try:
+        runner.real_res = real.run_family(runner, variants, mode, sys.modules[__name__], proofs)
+    except (OSError, RuntimeError, ValueError) as e:
+        print("  real: stopped: %s" % e, file=sys.stderr)
+        runner.errors.append("real: %s" % e)
 
 
 def pctl(sorted_xs, p):
@@ -1011,6 +1036,12 @@ def write_reports(runner, variants, mode, started, out):
              "gap exceeds half the spread of all allocators' medians in that case (all allocators "
              "should be equal there). Best peer: the peer variant with the lowest median.")
     L.append("")
+
+    real_res = getattr(runner, "real_res", None)
+    if real_res and not real_res.get("skip"):
+        import report as real_report  # bench/real/report.py (on sys.path once real ran)
+        L.extend(real_report.summary(real_res, "real/results.md"))
+        L.append("")
 
     L.append("## All figures")
     L.append("")
@@ -1410,6 +1441,8 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--peers-only", action="store_true")
     ap.add_argument("--only", default=None, help="comma-separated variant names")
+    ap.add_argument("--real-proofs", default=None, metavar="PROTO:N,...",
+                    help="real family: proofs per allocator, e.g. groth16:5,plonk:3 (default: the plan's)")
     ap.add_argument("--progs", default=None,
                     help="comma-separated families: " + " ".join(FAMILIES))
     a = ap.parse_args()
@@ -1446,6 +1479,13 @@ def main():
     plan = dict(PLANS[a.mode])
     if a.progs:
         plan["progs"] = a.progs.split(",")
+    if a.real_proofs:
+        try:
+            plan["real_proofs"] = [(p.split(":")[0], int(p.split(":")[1])) for p in a.real_proofs.split(",")]
+        except (IndexError, ValueError):
+            ap.error("--real-proofs: PROTO:N,... (e.g. groth16:5,plonk:3)")
+        if any(p not in ("groth16", "plonk") for p, _ in plan["real_proofs"]):
+            ap.error("--real-proofs: protocols are groth16 and plonk")
     out = a.out or os.path.join(ROOT, "bench", "results", "" if a.mode == "full" else a.mode)
     out = os.path.abspath(out)
     os.makedirs(out, exist_ok=True)
@@ -1476,12 +1516,18 @@ def main():
         print("interrupted; writing what was measured", file=sys.stderr)
     finally:
         runner.stop_daemon()
+    if plan.get("progs") == ["real"]:  # bench/real wrote its own; keep the other tables
+        print("\nresults: %s/real/results.md (%.0f s)" % (out, time.time() - started))
+        return 1 if runner.errors else 0
     write_reports(runner, variants, a.mode, started, out)
     if a.mode == "full" and not a.out:
         update_readme(os.path.join(out, "results.md"), os.path.join(ROOT, "bench", "README.md"))
     print("\nresults: %s/results.md, results.png, results.json (%.0f s)" % (out, time.time() - started))
     if runner.errors:
         print("%d run(s) failed; see the Failures section" % len(runner.errors), file=sys.stderr)
+    if any("DID NOT VERIFY" in e for e in runner.errors):
+        print("bench/real: A PROOF DID NOT VERIFY: the benchmark failed", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,248 @@
+"""bench/real: real provers measured as a user would (issue 12). Python 3 stdlib only.
+
+snarkjs groth16 and plonk proofs of a circom circuit (bench/real/setup.py makes it,
+cached in build/real/), one fresh `node` process per proof as a proving service
+runs it, every allocator preloaded in turn, round robin per round so that the
+machine's drift hits every allocator alike. Each proof is verified (untimed, no
+preload); a proof that does not verify fails the benchmark. Per proof: wall,
+user, sys, minor faults and peak RSS from os.wait4's rusage of the node process,
+and libzknalloc's own stats (ZK_NALLOC_SHOW_STATS=1) for the zk-nalloc variants.
+
+Called by bench/run.py (`--progs real`, in `full` and `quick`); results go to
+OUT/real/ (results.md, results.json). `python3 bench/real/real.py report DIR`
+rewrites DIR/results.md from DIR/results.json.
+"""
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import setup as real_setup  # noqa: E402  (bench/real/setup.py)
+import report as real_report  # noqa: E402  (bench/real/report.py)
+
+PLANS = {
+    # circuit, [(protocol, proofs per allocator)]
+    "full": {"circuit": "2^16", "proofs": [("groth16", 5), ("plonk", 3)]},
+    "quick": {"circuit": "2^14", "proofs": [("groth16", 3)]},  # about a minute
+}
+
+
+def say(msg):
+    print(msg, flush=True)
+
+
+def timed(argv, env, cwd, timeout):
+    """Runs argv; returns (exit status, seconds, rusage, stderr text) from os.wait4."""
+    err = tempfile.TemporaryFile()
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=err)
+    killer = threading.Timer(timeout, p.kill)
+    killer.start()
+    try:
+        _, status, ru = os.wait4(p.pid, 0)
+    finally:
+        killer.cancel()
+    wall = time.monotonic() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    err.seek(0)
+    text = err.read().decode("utf-8", "replace")
+    err.close()
+    if wall >= timeout:
+        text += "\n(killed after %d s)" % timeout
+    return p.returncode, wall, ru, text
+
+
+def zk_stats(stderr):
+    st = {}
+    for line in stderr.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "zknalloc:" and parts[2].isdigit():
+            st[parts[1]] = int(parts[2])
+    return st
+
+
+def preload_check(runner, v, node):
+    """None when the variant's allocator is mapped into node (and no other), else why not."""
+    code = "process.stdout.write(require('fs').readFileSync('/proc/self/maps','utf8'))"
+    p = subprocess.run([node, "-e", code], env=runner_env(runner, v), capture_output=True,
+                       text=True, timeout=60)
+    if p.returncode != 0:
+        return "node -e failed under the preload: %s" % p.stderr[-300:]
+    libs = ("libjemalloc", "libmimalloc", "libtcmalloc", "libzknalloc")
+    mapped = {lib for lib in libs if lib in p.stdout}
+    want = {"lib" + v.expect} & set(libs)
+    if mapped != want:
+        return "allocators mapped into node: %s, expected %s" % (sorted(mapped) or "none",
+                                                                 sorted(want) or "none")
+    return None
+
+
+def runner_env(runner, v):
+    e = runner.env_for(v)
+    e.pop("ZKB_EXPECT", None)  # the bench programs' own check; node has none
+    return runner.R.clean_env(e)
+
+
+def prove_once(runner, v, t, base, circuit, proto, tmp, timeout):
+    """One timed proof and its verification; returns a sample dict. Raises RuntimeError."""
+    out = tempfile.mkdtemp(prefix="p-", dir=tmp)
+    prove, verify = real_setup.prove_argv(t, base, circuit, proto, out)
+    rc, wall, ru, err = timed(prove, runner_env(runner, v), out, timeout)
+    if rc != 0:
+        raise RuntimeError("prove exited %d: %s" % (rc, real_setup.strip_ansi(err)[-500:]))
+    # Verified untimed, with no allocator preloaded.
+    vp = subprocess.run(verify, cwd=out, env=real_setup.node_env(), capture_output=True, text=True,
+                        timeout=timeout)
+    vout = real_setup.strip_ansi(vp.stdout + vp.stderr)
+    if vp.returncode != 0 or "OK!" not in vout or "[ERROR]" in vout:
+        raise RuntimeError("PROOF DID NOT VERIFY (exit %d): %s" % (vp.returncode, vout[-500:]))
+    public = json.load(open(os.path.join(out, "public.json")))
+    shutil.rmtree(out, ignore_errors=True)
+    s = {"wall_s": wall, "user_s": ru.ru_utime, "sys_s": ru.ru_stime, "minflt": ru.ru_minflt,
+         "majflt": ru.ru_majflt, "maxrss_kb": ru.ru_maxrss, "nvcsw": ru.ru_nvcsw,
+         "nivcsw": ru.ru_nivcsw, "public": public}
+    z = zk_stats(err)
+    if v.expect == "zknalloc":
+        if not z:
+            raise RuntimeError("libzknalloc printed no stats at exit (ZK_NALLOC_SHOW_STATS=1)")
+        s["zk_stats"] = z
+    return s
+
+
+def run_family(runner, variants, mode, R, proofs=None):
+    """The `real` family, inside bench/run.py's bench_all. R: the run.py module;
+    proofs: [(protocol, proofs per allocator)] instead of the plan's."""
+    plan = dict(PLANS["full" if mode == "full" else "quick"])
+    if proofs:
+        plan["proofs"] = proofs
+    circuit = plan["circuit"]
+    runner.R = R
+    out_dir = os.path.join(runner.out, "real")
+    res = {"mode": mode, "circuit": circuit, "variants": [], "skipped": {}, "errors": [],
+           "samples": {}, "started_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "daemon_args": list(R.DAEMON_ARGS), "test_only": real_setup.TEST_ONLY}
+    R.section("real provers: snarkjs %s, circuit %s (bench/real); a fresh node process per "
+              "proof, round robin across allocators" % (
+                  " and ".join("%s x%d" % p for p in plan["proofs"]), circuit))
+    base = os.path.join(runner.build, "real")
+    t0 = time.monotonic()
+    try:
+        info = real_setup.setup(base, [circuit])[circuit]
+        t = real_setup.tools(base)
+    except (real_setup.SetupError, OSError, subprocess.SubprocessError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        say("  skipped: bench/real setup failed: %s" % why)
+        res["skip"] = "setup failed: %s" % why
+        real_report.write(out_dir, res)
+        return res
+    res["setup_s"] = time.monotonic() - t0
+    res["circuit_info"] = info
+    res["versions"] = versions(base, t)
+    for v in variants:
+        if v.thp:
+            continue  # the +thp peers are left out of this family (time)
+        if v.skip:
+            res["skipped"][v.name] = v.skip
+            say("  %-18s %s" % (v.name, v.skip))
+            continue
+        res["variants"].append(v)
+    live = list(res["variants"])
+    for v in list(live):
+        why = preload_check(runner, v, t["node"])  # (+daemon: no daemon needed to check)
+        if why:
+            live.remove(v)
+            res["skipped"][v.name] = why
+            runner.fail(v, "real", ["preload"], why)
+    tmp = tempfile.mkdtemp(prefix="zkn-real-")
+    try:
+        for proto, n in plan["proofs"]:
+            prove_rounds(runner, R, live, t, base, circuit, proto, n, tmp, res)
+    except KeyboardInterrupt:
+        res["errors"].append("interrupted")
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if runner.shared:
+            res["daemon_stats"] = runner.shared.stats()
+        res["variants"] = [v.name for v in res["variants"]]
+        res["peers"] = [v.name for v in live if v.peer]
+        real_report.write(out_dir, res)
+        say("  real: %s/results.md" % out_dir)
+    return res
+
+
+def prove_rounds(runner, R, live, t, base, circuit, proto, n, tmp, res):
+    timeout = 1800 if proto == "plonk" else 900
+    say("  %s %s: one untimed proof under glibc first (zkey and witness into the page cache)"
+        % (proto, circuit))
+    glibc = R.Variant("glibc", "glibc", None)
+    try:
+        w = prove_once(runner, glibc, t, base, circuit, proto, tmp, timeout)
+        say("    warm-up: %.1f s wall, verified" % w["wall_s"])
+    except RuntimeError as e:
+        res["errors"].append("%s warm-up: %s" % (proto, e))
+        runner.fail(glibc, "real", [proto, "warm-up"], str(e))
+        return
+    runner.family_started = False  # a fresh daemon for this protocol in `make bench`
+    samples = res["samples"].setdefault(proto, {v.name: [] for v in live})
+    for k in range(n):
+        for v in live[k % len(live):] + live[:k % len(live)]:  # rotate who goes first
+            try:
+                s = R.with_daemon_for(runner, v, lambda: prove_once(runner, v, t, base, circuit,
+                                                                    proto, tmp, timeout))
+            except RuntimeError as e:
+                msg = "%s %s proof %d: %s" % (proto, v.name, k + 1, e)
+                res["errors"].append(msg)
+                runner.fail(v, "real", [proto, k + 1], str(e))
+                continue
+            s["round"] = k
+            samples[v.name].append(s)
+            z = s.get("zk_stats")
+            say("    round %d %-18s %6.2f s wall %6.2f user %5.2f sys %7d minflt %5d MB%s" % (
+                k + 1, v.name, s["wall_s"], s["user_s"], s["sys_s"], s["minflt"],
+                s["maxrss_kb"] >> 10, "  hits %d/%d lends %d" % (
+                    z.get("hits", 0), z.get("hits", 0) + z.get("misses", 0),
+                    z.get("daemon_lends", 0)) if z else ""))
+        pubs = {json.dumps(s["public"]) for xs in samples.values() for s in xs}
+        if len(pubs) > 1:
+            msg = "%s: proofs of one witness gave different public signals: %s" % (proto, pubs)
+            res["errors"].append(msg)
+            runner.fail(live[0], "real", [proto], msg)
+
+
+def versions(base, t):
+    out = {}
+    for pkg in ("snarkjs", "circom2", "circomlib"):
+        try:
+            out[pkg] = json.load(open(os.path.join(base, "node_modules", pkg, "package.json")))["version"]
+        except (OSError, ValueError, KeyError):
+            out[pkg] = "?"
+    try:
+        out["node"] = subprocess.run([t["node"], "--version"], capture_output=True,
+                                     text=True).stdout.strip()
+    except OSError:
+        out["node"] = "?"
+    return out
+
+
+def main(argv):
+    if len(argv) == 3 and argv[1] == "report":
+        with open(os.path.join(argv[2], "results.json")) as f:
+            res = json.load(f)
+        real_report.write(argv[2], res)
+        print(os.path.join(argv[2], "results.md"))
+        return 0
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,224 @@
+"""bench/real's results.md and results.json (issue 12's targets). Python 3 stdlib only."""
+import json
+import os
+import platform
+import statistics
+import time
+
+CAP = 1 << 30  # libzknalloc's default cache cap: min(RAM/8, 1 GiB)
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def num(x):
+    if x != x:
+        return "—"
+    if x == 0:
+        return "0"
+    if abs(x) >= 100:
+        return "%.0f" % x
+    if abs(x) >= 10:
+        return "%.1f" % x
+    if abs(x) >= 1:
+        return "%.2f" % x
+    return "%.3f" % x
+
+
+def col(samples, key):
+    return [s[key] for s in samples if key in s]
+
+
+def hit_rate(s):
+    z = s.get("zk_stats") or {}
+    n = z.get("hits", 0) + z.get("misses", 0)
+    return 100.0 * z.get("hits", 0) / n if n else None
+
+
+def best_peer(res, proto):
+    """(name, samples) of the peer with the lowest median wall, or (None, [])."""
+    best = (None, [])
+    for name in res.get("peers", []):
+        xs = res["samples"].get(proto, {}).get(name, [])
+        if xs and (best[0] is None or med(col(xs, "wall_s")) < med(col(best[1], "wall_s"))):
+            best = (name, xs)
+    return best
+
+
+def paired(xs, ys):
+    """Per-round ratios x/y of wall times (the same interleaved round)."""
+    by = {s["round"]: s["wall_s"] for s in ys}
+    return sorted(s["wall_s"] / by[s["round"]] for s in xs if s["round"] in by and by[s["round"]])
+
+
+def wall_verdict(ratio, pr, limit):
+    if ratio <= limit:
+        return "met"
+    if pr and pr[0] <= limit:
+        return "not met, within noise (a round reached %.2fx)" % limit
+    return "**not met**"
+
+
+def targets(res):
+    rows = []
+    S = res["samples"]
+    zks = [n for n in res.get("variants", []) if n.startswith("zk-nalloc")]
+    if not zks:
+        return [("all issue 12 targets", "zk-nalloc not run", "not measured")]
+
+    def vs_best(proto, name, limit, what):
+        bp, bxs = best_peer(res, proto)
+        xs = S.get(proto, {}).get(name, [])
+        if not xs or not bp:
+            rows.append((what, "not measured", "not measured"))
+            return
+        r = med(col(xs, "wall_s")) / med(col(bxs, "wall_s"))
+        pr = paired(xs, bxs)
+        rows.append((what, "%s s vs %s %s s = %.2fx (per round %s)" % (
+            num(med(col(xs, "wall_s"))), bp, num(med(col(bxs, "wall_s"))), r,
+            "%.2f–%.2f" % (pr[0], pr[-1]) if pr else "—"), wall_verdict(r, pr, limit)))
+
+    vs_best("groth16", "zk-nalloc+daemon", 0.90, "groth16, zk-nalloc+daemon: wall ≤ 0.90x best peer")
+    vs_best("groth16", "zk-nalloc", 1.00, "groth16, zk-nalloc: wall ≤ 1.00x best peer")
+    bp, bxs = best_peer(res, "groth16")
+    xs = S.get("groth16", {}).get("zk-nalloc", [])
+    if xs and bp:
+        zs, ps = med(col(xs, "sys_s")), med(col(bxs, "sys_s"))
+        low = min((med(col(S["groth16"][n], "sys_s")), n) for n in res["peers"] if S["groth16"].get(n))
+        rows.append(("groth16, zk-nalloc: sys ≤ 1.0x best peer's",
+                     "%s s vs %s %s s = %.2fx (lowest peer sys: %s %s s)" % (
+                         num(zs), bp, num(ps), zs / ps if ps else float("nan"), low[1], num(low[0])),
+                     "met" if zs <= ps else "**not met**"))
+    for proto in S:
+        for name in zks:
+            xs = S[proto].get(name, [])
+            hr = [h for h in (hit_rate(s) for s in xs) if h is not None]
+            if xs:
+                rows.append(("%s, %s: hit rate ≥ 95%%" % (proto, name),
+                             "%.1f%% (proofs %.1f–%.1f%%)" % (med(hr), min(hr), max(hr)) if hr
+                             else "no large allocations counted",
+                             ("met" if med(hr) >= 95 else "**not met**") if hr else "not measured"))
+    for proto in S:
+        g = S[proto].get("glibc", [])
+        for name in zks:
+            xs = S[proto].get(name, [])
+            if xs and g:
+                over = (med(col(xs, "maxrss_kb")) - med(col(g, "maxrss_kb"))) * 1024
+                cap = med([s["zk_stats"].get("cache_cap", CAP) for s in xs if s.get("zk_stats")]) or CAP
+                rows.append(("%s, %s: peak RSS over glibc vs cache cap (%d MiB)" % (
+                    proto, name, int(cap) >> 20), "%+.0f MiB (%.0f vs %.0f MiB)" % (
+                    over / (1 << 20), med(col(xs, "maxrss_kb")) / 1024,
+                    med(col(g, "maxrss_kb")) / 1024), "within the cap" if over <= cap else
+                    "**over the cap**"))
+    for name in zks:
+        if "plonk" in S:
+            vs_best("plonk", name, 1.00, "plonk, %s: wall ≤ 1.00x best peer (parity)" % name)
+    return rows
+
+
+def table(res, proto):
+    S = res["samples"][proto]
+    bp, bxs = best_peer(res, proto)
+    L = ["| allocator | proofs | wall s | ÷ best peer | user s | sys s | minor faults | peak RSS MB "
+         "| hit rate | zk-nalloc: hits / misses / daemon lends / fallbacks |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in res["variants"]:
+        xs = S.get(name, [])
+        if not xs:
+            L.append("| %s | 0 | failed (see Failures) | | | | | | | |" % name)
+            continue
+        w = col(xs, "wall_s")
+        hr = [h for h in (hit_rate(s) for s in xs) if h is not None]
+        zs = [s["zk_stats"] for s in xs if s.get("zk_stats")]
+        zcell = " / ".join("%.0f" % med([z.get(k, 0) for z in zs]) for k in
+                           ("hits", "misses", "daemon_lends", "fallbacks")) if zs else "—"
+        L.append("| %s | %d | %s (%s–%s) | %s | %s | %s | %s | %s | %s | %s |" % (
+            name, len(xs), num(med(w)), num(min(w)), num(max(w)),
+            "%.2fx" % (med(w) / med(col(bxs, "wall_s"))) if bp else "—",
+            num(med(col(xs, "user_s"))), num(med(col(xs, "sys_s"))),
+            "%.0f" % med(col(xs, "minflt")), "%.0f" % (med(col(xs, "maxrss_kb")) / 1024),
+            "%.1f%%" % med(hr) if hr else "—", zcell))
+    return L
+
+
+def markdown(res):
+    L = ["# bench/real: snarkjs proofs under each allocator (issue 12)", ""]
+    if res.get("skip"):
+        L += ["Skipped: %s" % res["skip"], ""]
+        return L
+    ci = res.get("circuit_info", {})
+    v = res.get("versions", {})
+    L.append("Measured %s, `make bench%s` (`bench/run.py %s --progs real`), %s cores, load average at "
+             "end %s. snarkjs %s, circom2 %s, circomlib %s, node %s." % (
+                 res.get("started_utc"), "" if res["mode"] == "full" else "-quick", res["mode"],
+                 res.get("cores", "?"), res.get("loadavg_end", "?"), v.get("snarkjs"),
+                 v.get("circom2"), v.get("circomlib"), v.get("node")))
+    L.append("")
+    L.append("Circuit %s: a chain of %s Poseidon(2) hashes (circomlib, circom2 --O1), %s R1CS "
+             "constraints, %s PLONK constraints; powers of tau 2^%s. **%s** Setup (cached in "
+             "build/real/): %.0f s this run." % (
+                 res["circuit"], ci.get("hashes"), ci.get("r1cs_constraints"),
+                 ci.get("plonk_constraints"), ci.get("ptau_power"), res["test_only"],
+                 res.get("setup_s", 0)))
+    L.append("")
+    L.append("Each proof is a fresh `node snarkjs <protocol> prove zkey witness` process (the "
+             "witness made once and reused), the allocator swapped in with LD_PRELOAD; proofs "
+             "run round robin across the allocators, one proof of each per round, the first "
+             "allocator rotating. Every proof was verified (`snarkjs <protocol> verify`, untimed, "
+             "no preload). Figures: median (min–max) of the proofs for wall, medians for the "
+             "rest, from os.wait4's rusage of the node process (user and sys include all its "
+             "threads). ÷ best peer: median wall over the lowest median wall among glibc, "
+             "jemalloc, mimalloc and tcmalloc. Hit rate: libzknalloc's share of large (≥ 64 KiB) "
+             "requests served from its cache (`ZK_NALLOC_SHOW_STATS=1`). zk-nalloc+daemon: a "
+             "zknallocd on a temporary socket, `%s`; zk-nalloc: `ZK_NALLOC_SOCKET` where nothing "
+             "listens." % " ".join(res.get("daemon_args", [])))
+    if res.get("skipped"):
+        L += ["", "Not run: " + "; ".join("%s (%s)" % kv for kv in res["skipped"].items()) + "."]
+    for proto in res["samples"]:
+        L += ["", "## %s, circuit %s" % (proto, res["circuit"]), ""] + table(res, proto)
+    L += ["", "## Targets (issue 12)", "", "| target | measured | verdict |", "|---|---|---|"]
+    L += ["| %s | %s | %s |" % t for t in targets(res)]
+    L += ["", "A wall target is *met* when the median ratio is within it, *not met, within noise* "
+          "when the median misses it but at least one interleaved round's ratio reaches it. Best "
+          "peer: the peer with the lowest median wall; its sys is the sys reference."]
+    ds = res.get("daemon_stats")
+    if ds:
+        L += ["", "zknallocd at the end: backing %s, totals %s." % (
+            (ds.get("backing") or {}).get("kind"), json.dumps(ds.get("totals", {}), sort_keys=True))]
+    if res.get("errors"):
+        L += ["", "## Failures", ""] + ["- `%s`" % e.replace("`", "'").replace("\n", " ")[:600]
+                                         for e in res["errors"]]
+    return L
+
+
+def write(out_dir, res):
+    os.makedirs(out_dir, exist_ok=True)
+    res.setdefault("cores", os.cpu_count())
+    try:
+        res.setdefault("loadavg_end", " ".join(open("/proc/loadavg").read().split()[:3]))
+    except OSError:
+        pass
+    res.setdefault("kernel", platform.release())
+    res["variants"] = [getattr(v, "name", v) for v in res.get("variants", [])]
+    res.setdefault("peers", [])
+    res["written_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(res, f, indent=1, default=str)
+    md = "\n".join(markdown(res)) + "\n"
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(md)
+    return md
+
+
+def summary(res, link):
+    """The section bench/run.py puts into the main results.md."""
+    L = ["## Real provers: snarkjs, a fresh node process per proof (issue 12)", "",
+         "Circuit %s (%s R1CS constraints), median of the proofs, every proof verified; "
+         "TEST-ONLY keys. Details, method and failures: [%s](%s)." % (
+             res["circuit"], res.get("circuit_info", {}).get("r1cs_constraints"), link, link)]
+    for proto in res["samples"]:
+        L += ["", "### %s" % proto, ""] + table(res, proto)
+    L += ["", "### Targets (issue 12)", "", "| target | measured | verdict |", "|---|---|---|"]
+    L += ["| %s | %s | %s |" % t for t in targets(res)]
+    return L
