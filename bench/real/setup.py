@@ -167,7 +167,7 @@ def ptau(base, t, power):
     s = [t["node"], t["snarkjs"]]
     p0, p1 = os.path.join(pot, "pot%d_0.ptau" % power), os.path.join(pot, "pot%d_1.ptau" % power)
     # measured on the 2-core VM, shared: prepare phase2 is snarkjs's slow step
-    contrib = {15: "about 35 s", 16: "about a minute", 17: "2-3 minutes"}.get(power, "minutes")
+    contrib = {15: "about 35 s", 16: "2-3 minutes", 17: "about 5 minutes"}.get(power, "minutes")
     prepare = {15: "about 15 minutes", 16: "about 30 minutes", 17: "about an hour"}.get(power, "hours")
     step([p0], lambda o: run(s + ["powersoftau", "new", "bn128", str(power), o[0]], pot,
                              "TEST-ONLY powers of tau 2^%d: new" % power))
