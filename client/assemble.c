@@ -120,10 +120,7 @@ uint32_t zkn__assemble(int c, int zero, int only_whole, int *whole)
         return UINT32_MAX;
     }
     *whole = (uint64_t)got == size;
-    struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
-    s->flags = zero ? SLOT_F_CLEAN : 0; /* moved pages were zeroed when asked */
-    s->id = 0;
-    s->gen = 0;
+    zkn__region_set_private(c, idx, zero); /* moved pages were zeroed when asked */
     return idx;
 }
 
@@ -146,10 +143,7 @@ uint32_t zkn__assemble_grow(int c_old, uint32_t idx_old, int c_new)
         errno = saved;
         return UINT32_MAX;
     }
-    struct zkn__slot *ns = &zkn__win.cls[c_new].slots[idx];
-    ns->flags = 0;
-    ns->id = 0;
-    ns->gen = 0;
+    zkn__region_set_private(c_new, idx, 0);
     errno = saved;
     return idx;
 }

@@ -154,6 +154,9 @@ void zkn__region_child_rescue(int c, uint32_t idx, int copy);
 int zkn__region_move_pages(void *src, void *dst, uint64_t len);
 /* Maps fresh private memory over [p, p + len) inside a slot being built. */
 int zkn__region_map_fresh(void *p, uint64_t len);
+/* Marks a slot just filled with private memory: no daemon id, clean when
+ * it is all zero. */
+void zkn__region_set_private(int c, uint32_t idx, int clean);
 /* Gives back a slot taken for building a region that was not finished:
  * whatever was mapped there goes. */
 void zkn__slot_release_empty(int c, uint32_t idx);

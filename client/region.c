@@ -58,6 +58,14 @@ int zkn__region_map_fresh(void *p, uint64_t len)
     return 0;
 }
 
+void zkn__region_set_private(int c, uint32_t idx, int clean)
+{
+    struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
+    s->flags = clean ? SLOT_F_CLEAN : 0;
+    s->id = 0;
+    s->gen = 0;
+}
+
 void zkn__slot_release_empty(int c, uint32_t idx)
 {
     /* Else the slot stays BUSY, abandoned: nothing ever maps there again. */
@@ -93,12 +101,8 @@ static uint32_t new_local_run(int c, uint32_t *extra)
     }
     (void)madvise(p, ZKN_HUGE_PAGE_SIZE, MADV_HUGEPAGE);
     atomic_fetch_add_explicit(&zkn__ctr.bytes_fresh, ZKN_HUGE_PAGE_SIZE, memory_order_relaxed);
-    for (uint32_t i = 0; i < k; i++) {
-        struct zkn__slot *s = &zkn__win.cls[c].slots[idx + i];
-        s->flags = SLOT_F_CLEAN;
-        s->id = 0;
-        s->gen = 0;
-    }
+    for (uint32_t i = 0; i < k; i++)
+        zkn__region_set_private(c, idx + i, 1);
     *extra = k - 1;
     return idx;
 }
@@ -112,7 +116,6 @@ uint32_t zkn__region_new_local(int c, uint32_t *extra)
     uint32_t idx = zkn__slot_take(c);
     if (idx == UINT32_MAX)
         return UINT32_MAX;
-    struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
     uint64_t size = zkn__win.cls[c].size;
     void *p = zkn__slot_addr(c, idx);
     if (mmap(p, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) ==
@@ -125,9 +128,7 @@ uint32_t zkn__region_new_local(int c, uint32_t *extra)
     }
     advise_huge(p, size);
     atomic_fetch_add_explicit(&zkn__ctr.bytes_fresh, size, memory_order_relaxed);
-    s->flags = SLOT_F_CLEAN;
-    s->id = 0;
-    s->gen = 0;
+    zkn__region_set_private(c, idx, 1);
     return idx;
 }
 
