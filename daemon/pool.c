@@ -3,10 +3,8 @@
 
 #include <errno.h>
 #include <stdlib.h>
-#include <sched.h>
 #include <string.h>
 #include <sys/random.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -15,7 +13,7 @@
 enum job_kind { JOB_ZERO, JOB_CREATE_POOL };
 
 struct job {
-    uv_work_t req;
+    struct work work; /* first: a job is its work item */
     struct pool *pool;
     enum job_kind kind;
     struct region *r;
@@ -40,7 +38,15 @@ int pool_init(struct pool *p, uv_loop_t *loop, const struct config *cfg,
     if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != sizeof seed)
         seed = (uint32_t)getpid() ^ (uint32_t)time(NULL);
     p->next_id = ((uint64_t)(seed | 1u) << 32) + 1;
-    return rtable_init(&p->ids);
+    if (rtable_init(&p->ids) < 0)
+        return -1;
+    /* Zeroing jobs plus room for preparing ones beside them. */
+    int rc = workers_start(&p->workers, loop, (int)cfg->zero_workers + 2);
+    if (rc < 0) {
+        log_error("cannot start background workers: %s", strerror(-rc));
+        return -1;
+    }
+    return 0;
 }
 
 struct partition *pool_partition(struct pool *p, uid_t uid, int create)
@@ -105,25 +111,10 @@ struct region *pool_take(struct pool *p, uid_t uid, int size_class, int want_zer
 
 /* ---- worker jobs ---- */
 
-/* Zeroing and preparing use a core only when it is idle: at normal priority
- * the workers competed with the provers on a 2-core machine, and with the
- * loop thread, whose LEND answers then came after the client's 10 ms wait. */
-static void lower_this_worker(void)
+static void job_work(struct work *w)
 {
-    static _Thread_local int lowered;
-    if (lowered)
-        return;
-    lowered = 1;
-    struct sched_param none = {0};
-    if (sched_setscheduler(0, SCHED_IDLE, &none) != 0) /* 0: this thread */
-        (void)setpriority(PRIO_PROCESS, (id_t)gettid(), 19);
-}
-
-static void job_work(uv_work_t *req)
-{
-    struct job *j = req->data;
+    struct job *j = (struct job *)w;
     struct pool *p = j->pool;
-    lower_this_worker();
     if (j->kind == JOB_ZERO) {
         j->err = backing_zero(p->backing, j->r->fd, j->r->map, j->r->size);
         return;
@@ -155,13 +146,11 @@ static void pool_as_clean(struct pool *p, struct region *r)
     p->idle_bytes += r->size;
 }
 
-static void job_done(uv_work_t *req, int status)
+static void job_done(struct work *w)
 {
-    struct job *j = req->data;
+    struct job *j = (struct job *)w;
     struct pool *p = j->pool;
     p->jobs_inflight--;
-    if (status == UV_ECANCELED && !j->err)
-        j->err = -ECANCELED;
     switch (j->kind) {
     case JOB_ZERO:
         rlist_remove(&p->zeroing, j->r);
@@ -208,14 +197,13 @@ static void job_done(uv_work_t *req, int status)
     free(j);
 }
 
-static int submit(struct pool *p, struct job *j)
+static void submit(struct pool *p, struct job *j)
 {
     j->pool = p;
-    j->req.data = j;
-    int rc = uv_queue_work(p->loop, &j->req, job_work, job_done);
-    if (rc == 0)
-        p->jobs_inflight++;
-    return rc;
+    j->work.run = job_work;
+    j->work.done = job_done;
+    p->jobs_inflight++;
+    workers_submit(&p->workers, &j->work);
 }
 
 static struct region *oldest_dirty(struct pool *p)
@@ -243,12 +231,7 @@ static void schedule_zeroing(struct pool *p)
         r->state = REGION_BUSY;
         j->kind = JOB_ZERO;
         j->r = r;
-        if (submit(p, j) != 0) {
-            free(j);
-            r->state = REGION_DIRTY;
-            rlist_push(&pool_partition(p, r->uid, 0)->dirty[r->size_class], r);
-            return;
-        }
+        submit(p, j);
         p->zero_inflight++;
         p->busy_bytes += r->size;
         rlist_push(&p->zeroing, r);
@@ -293,11 +276,7 @@ int pool_prepare_one(struct pool *p, uid_t uid, int size_class)
     j->size_class = size_class;
     j->uid = uid;
     j->id = p->next_id++;
-    int rc = submit(p, j);
-    if (rc != 0) {
-        free(j);
-        return rc; /* libuv errors are -errno on Linux */
-    }
+    submit(p, j);
     part->preparing[size_class]++;
     p->preparing_bytes += size;
     return 0;
@@ -448,6 +427,7 @@ void pool_class_counts(const struct pool *p, int size_class, uint64_t *clean, ui
 void pool_shutdown(struct pool *p)
 {
     p->shutting_down = 1;
+    workers_stop(&p->workers); /* queued jobs still finish, while the loop runs */
     pool_trim(p, 0);
     while (p->parts) {
         struct partition *next = p->parts->next;

@@ -1,5 +1,5 @@
 /* The pool: idle regions per uid partition and size class, clean or dirty,
- * background zeroing and warming on libuv's thread pool, the pool cap, trim
+ * background zeroing and warming on idle-priority workers, the pool cap, trim
  * and idle decay. Runs on the event loop thread; workers touch only the one
  * region they were given. */
 #ifndef ZKND_POOL_H
@@ -13,6 +13,7 @@
 #include "config.h"
 #include "region.h"
 #include "sizeclass.h"
+#include "workers.h"
 
 struct partition {
     uid_t uid;
@@ -58,6 +59,7 @@ struct pool {
     uint64_t pressure_events, pressure_trimmed_bytes;
     struct class_counters cls[ZKN_CLASS_COUNT];
     int shutting_down;
+    struct workers workers;
 };
 
 int pool_init(struct pool *p, uv_loop_t *loop, const struct config *cfg,

@@ -199,6 +199,50 @@ START_TEST(uid_partition)
 }
 END_TEST
 
+/* SIGTERM while background workers prepare and zero: the daemon still exits
+ * 0 (fx_teardown checks), the queued jobs finish first, and after a restart
+ * it serves. */
+START_TEST(stops_with_background_work_in_flight)
+{
+    const char *args[] = {"--prewarm", "8M=24", "--pool-bytes", "512M", NULL};
+    fx_restart(args);
+    json_t *j = zkn_test_stats(fx_daemon.sock);
+    int busy = zkn_test_stat_int(j, "pool", "clean_bytes") < 24 * 8 * (json_int_t)MIB;
+    json_decref(j);
+    if (busy) { /* still preparing: stop now, then start again */
+        int st = zkn_test_daemon_stop(&fx_daemon);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d while preparing", st);
+        zkn_test_daemon_cleanup(&fx_daemon);
+        ck_assert_int_eq(zkn_test_daemon_start(&fx_daemon, args), 0);
+    }
+    zkn_test_wait_stat(fx_daemon.sock, "pool", "clean_bytes", 24 * 8 * MIB);
+
+    /* Dirty every region and hand all back: zeroing is in flight when the
+     * fixture's SIGTERM comes. */
+    int s = fx_session();
+    int cls = zkn_size_class(8 * MIB);
+    uint64_t ids[24];
+    int n = 0;
+    while (n < 24) {
+        struct zkn_region_desc d[8];
+        int fds[8];
+        int got = fx_lend_warm(s, cls, 8, 0, d, fds);
+        ck_assert_int_gt(got, 0);
+        for (int i = 0; i < got && n < 24; i++) {
+            char *p = fx_map_region(fds[i], d[i].size);
+            memset(p, 0x5a, d[i].size);
+            munmap(p, d[i].size);
+            ids[n++] = d[i].id;
+        }
+    }
+    ck_assert_int_eq(zkn_test_return(s, ids, 24), 24);
+    j = zkn_test_stats(fx_daemon.sock);
+    ck_assert_int_eq(zkn_test_stat_int(j, "pool", "lent_bytes"), 0);
+    json_decref(j);
+    close(s);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *s = suite_create("daemon_pool");
@@ -209,6 +253,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, prewarm_trim_and_pressure);
     tcase_add_test(tc, idle_pool_decays);
     tcase_add_test(tc, uid_partition);
+    tcase_add_test(tc, stops_with_background_work_in_flight);
     return s;
 }
 
