@@ -98,23 +98,37 @@ def prove_once(runner, v, t, base, circuit, proto, tmp, timeout):
     rc, wall, ru, err = timed(prove, runner_env(runner, v), out, timeout)
     if rc != 0:
         raise RuntimeError("prove exited %d: %s" % (rc, real_setup.strip_ansi(err)[-500:]))
-    # Verified untimed, with no allocator preloaded.
-    vp = subprocess.run(verify, cwd=out, env=real_setup.node_env(), capture_output=True, text=True,
+    verify_proof(verify, out, timeout)
+    public = json.load(open(os.path.join(out, "public.json")))
+    shutil.rmtree(out, ignore_errors=True)
+    s = {"wall_s": wall}
+    s.update(usage(ru))
+    s["public"] = public
+    add_zk_stats(s, v, err)
+    return s
+
+
+def verify_proof(verify, cwd, timeout):
+    """Verifies one proof, untimed, with no allocator preloaded. Raises RuntimeError."""
+    vp = subprocess.run(verify, cwd=cwd, env=real_setup.node_env(), capture_output=True, text=True,
                         timeout=timeout)
     vout = real_setup.strip_ansi(vp.stdout + vp.stderr)
     if vp.returncode != 0 or "OK!" not in vout or "[ERROR]" in vout:
         raise RuntimeError("PROOF DID NOT VERIFY (exit %d): %s" % (vp.returncode, vout[-500:]))
-    public = json.load(open(os.path.join(out, "public.json")))
-    shutil.rmtree(out, ignore_errors=True)
-    s = {"wall_s": wall, "user_s": ru.ru_utime, "sys_s": ru.ru_stime, "minflt": ru.ru_minflt,
-         "majflt": ru.ru_majflt, "maxrss_kb": ru.ru_maxrss, "nvcsw": ru.ru_nvcsw,
-         "nivcsw": ru.ru_nivcsw, "public": public}
+
+
+def usage(ru):
+    return {"user_s": ru.ru_utime, "sys_s": ru.ru_stime, "minflt": ru.ru_minflt,
+            "majflt": ru.ru_majflt, "maxrss_kb": ru.ru_maxrss, "nvcsw": ru.ru_nvcsw,
+            "nivcsw": ru.ru_nivcsw}
+
+
+def add_zk_stats(s, v, err):
     z = zk_stats(err)
     if v.expect == "zknalloc":
         if not z:
             raise RuntimeError("libzknalloc printed no stats at exit (ZK_NALLOC_SHOW_STATS=1)")
         s["zk_stats"] = z
-    return s
 
 
 def run_family(runner, variants, mode, R, proofs=None):
