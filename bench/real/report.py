@@ -89,7 +89,8 @@ def steady_state(res, proto, name):
     process: (hits_N - hits_1) / (calls_N - calls_1), calls = hits + misses, _N the service
     process's counts at exit, _1 the medians of the variant's fresh-process proofs (one
     proof each, the same witness), i.e. the service's first proof is taken to allocate as a
-    fresh process's. {"hits", "calls", "hit_rate_pct"}, or None when not measured."""
+    fresh process's. {"hits", "calls", "hit_rate_pct", "range_pct": the estimate's min and max
+    with each fresh proof's counts instead of the medians}, or None when not measured."""
     z = (service(res, proto).get(name) or {}).get("zk_stats")
     fresh = [s["zk_stats"] for s in res["samples"].get(proto, {}).get(name, []) if s.get("zk_stats")]
     if not z or not fresh:
@@ -100,7 +101,10 @@ def steady_state(res, proto, name):
     cn = hn + z.get("misses", 0)
     if cn <= c1:
         return None
-    return {"hits": hn - h1, "calls": cn - c1, "hit_rate_pct": 100.0 * (hn - h1) / (cn - c1)}
+    each = [100.0 * (hn - f.get("hits", 0)) / (cn - f.get("hits", 0) - f.get("misses", 0))
+            for f in fresh if cn > f.get("hits", 0) + f.get("misses", 0)]
+    return {"hits": hn - h1, "calls": cn - c1, "hit_rate_pct": 100.0 * (hn - h1) / (cn - c1),
+            "range_pct": [min(each), max(each)] if each else None}
 
 
 def paired(xs, ys):
@@ -180,10 +184,15 @@ def targets(res):
             if not ss:
                 rows.append((what, "not measured", "not measured"))
                 continue
+            rg = ss.get("range_pct")
             rows.append((what, "%.1f%% (est.: %.0f hits of %.0f large requests after proof 1 of "
-                         "%d; cache cap %d MiB)" % (
+                         "%d%s; cache cap %d MiB)%s" % (
                              ss["hit_rate_pct"], ss["hits"], ss["calls"],
-                             service(res, proto)[name]["proofs"], z.get("cache_cap", CAP) >> 20),
+                             service(res, proto)[name]["proofs"],
+                             "; %.1f–%.1f%% with each fresh proof's counts" % tuple(rg) if rg else "",
+                             z.get("cache_cap", CAP) >> 20,
+                             " — over 100%: this process's first proof missed less than the "
+                             "fresh processes' median" if ss["hit_rate_pct"] > 100 else ""),
                          "met" if ss["hit_rate_pct"] >= 95 else "**not met**"))
     return rows
 
