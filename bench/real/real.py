@@ -8,6 +8,12 @@ preload); a proof that does not verify fails the benchmark. Per proof: wall,
 user, sys, minor faults and peak RSS from os.wait4's rusage of the node process,
 and libzknalloc's own stats (ZK_NALLOC_SHOW_STATS=1) for the zk-nalloc variants.
 
+Then, for groth16 only, a long-lived prover: per allocator one node process that
+proves N times (bench/real/service.cjs, N = the plan's groth16 proof count), each
+proof verified afterwards; its rusage, the per-proof walls it prints and the
+allocator's stats at exit give the steady state a proving service reaches (issue
+12's steady-state hit rate; see report.steady_state). plonk is left out (time).
+
 Called by bench/run.py (`--progs real`, in `full` and `quick`); results go to
 OUT/real/ (results.md, results.json). `python3 bench/real/real.py report DIR`
 rewrites DIR/results.md from DIR/results.json.
@@ -26,6 +32,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import setup as real_setup  # noqa: E402  (bench/real/setup.py)
 import report as real_report  # noqa: E402  (bench/real/report.py)
+
+# Protocols left out of the service pass (one process, N proofs per allocator).
+SERVICE_SKIP = {"plonk": "not run: a plonk proof takes 70-100 s at 2^16 on the 2-core VM, so N "
+                         "more per allocator would about double the family's time"}
 
 PLANS = {
     # circuit, [(protocol, proofs per allocator)]
@@ -98,23 +108,37 @@ def prove_once(runner, v, t, base, circuit, proto, tmp, timeout):
     rc, wall, ru, err = timed(prove, runner_env(runner, v), out, timeout)
     if rc != 0:
         raise RuntimeError("prove exited %d: %s" % (rc, real_setup.strip_ansi(err)[-500:]))
-    # Verified untimed, with no allocator preloaded.
-    vp = subprocess.run(verify, cwd=out, env=real_setup.node_env(), capture_output=True, text=True,
+    verify_proof(verify, out, timeout)
+    public = json.load(open(os.path.join(out, "public.json")))
+    shutil.rmtree(out, ignore_errors=True)
+    s = {"wall_s": wall}
+    s.update(usage(ru))
+    s["public"] = public
+    add_zk_stats(s, v, err)
+    return s
+
+
+def verify_proof(verify, cwd, timeout):
+    """Verifies one proof, untimed, with no allocator preloaded. Raises RuntimeError."""
+    vp = subprocess.run(verify, cwd=cwd, env=real_setup.node_env(), capture_output=True, text=True,
                         timeout=timeout)
     vout = real_setup.strip_ansi(vp.stdout + vp.stderr)
     if vp.returncode != 0 or "OK!" not in vout or "[ERROR]" in vout:
         raise RuntimeError("PROOF DID NOT VERIFY (exit %d): %s" % (vp.returncode, vout[-500:]))
-    public = json.load(open(os.path.join(out, "public.json")))
-    shutil.rmtree(out, ignore_errors=True)
-    s = {"wall_s": wall, "user_s": ru.ru_utime, "sys_s": ru.ru_stime, "minflt": ru.ru_minflt,
-         "majflt": ru.ru_majflt, "maxrss_kb": ru.ru_maxrss, "nvcsw": ru.ru_nvcsw,
-         "nivcsw": ru.ru_nivcsw, "public": public}
+
+
+def usage(ru):
+    return {"user_s": ru.ru_utime, "sys_s": ru.ru_stime, "minflt": ru.ru_minflt,
+            "majflt": ru.ru_majflt, "maxrss_kb": ru.ru_maxrss, "nvcsw": ru.ru_nvcsw,
+            "nivcsw": ru.ru_nivcsw}
+
+
+def add_zk_stats(s, v, err):
     z = zk_stats(err)
     if v.expect == "zknalloc":
         if not z:
             raise RuntimeError("libzknalloc printed no stats at exit (ZK_NALLOC_SHOW_STATS=1)")
         s["zk_stats"] = z
-    return s
 
 
 def run_family(runner, variants, mode, R, proofs=None):
@@ -161,10 +185,17 @@ def run_family(runner, variants, mode, R, proofs=None):
             live.remove(v)
             res["skipped"][v.name] = why
             runner.fail(v, "real", ["preload"], why)
+    res["service"] = {"proofs": {}, "samples": {}, "order": {}, "skipped": dict(SERVICE_SKIP)}
     tmp = tempfile.mkdtemp(prefix="zkn-real-")
     try:
         for proto, n in plan["proofs"]:
             prove_rounds(runner, R, live, t, base, circuit, proto, n, tmp, res)
+            if proto in SERVICE_SKIP:
+                continue
+            if n < 2:
+                res["service"]["skipped"][proto] = "%d proof per allocator: no proofs 2..N" % n
+                continue
+            service_pass(runner, R, live, t, base, circuit, proto, n, tmp, res)
     except KeyboardInterrupt:
         res["errors"].append("interrupted")
         raise
@@ -216,6 +247,83 @@ def prove_rounds(runner, R, live, t, base, circuit, proto, n, tmp, res):
             msg = "%s: proofs of one witness gave different public signals: %s" % (proto, pubs)
             res["errors"].append(msg)
             runner.fail(live[0], "real", [proto], msg)
+
+
+def service_pass(runner, R, live, t, base, circuit, proto, n, tmp, res):
+    """A long-lived prover: one node process per allocator proving n times (service.cjs),
+    the allocators one after another. Every proof is verified afterwards (untimed, no
+    preload) and its public signals compared with the fresh-process proofs'."""
+    timeout = 900 * n  # the fresh-process limit per proof
+    svc = res["service"]
+    svc["proofs"][proto] = n
+    samples = svc["samples"].setdefault(proto, {})
+    k = n % len(live) if live else 0  # the rotation goes on from the last round's
+    order = live[k:] + live[:k]
+    svc["order"][proto] = [v.name for v in order]
+    say("  %s %s: long-lived prover, %d proofs in one node process per allocator "
+        "(bench/real/service.cjs)" % (proto, circuit, n))
+    ref = {json.dumps(s["public"]) for xs in res["samples"].get(proto, {}).values() for s in xs}
+    for v in order:
+        try:
+            s = R.with_daemon_for(runner, v, lambda: serve_once(runner, v, t, base, circuit, proto,
+                                                                n, tmp, timeout))
+        except RuntimeError as e:
+            msg = "%s %s service: %s" % (proto, v.name, e)
+            res["errors"].append(msg)
+            runner.fail(v, "real", [proto, "service"], str(e))
+            continue
+        pubs = {json.dumps(p) for p in s.pop("publics")}
+        if len(pubs) > 1 or (ref and pubs != ref):
+            msg = "%s %s service: public signals %s differ from the fresh-process proofs' %s" % (
+                proto, v.name, sorted(pubs), sorted(ref))
+            res["errors"].append(msg)
+            runner.fail(v, "real", [proto, "service"], msg)
+            continue
+        s["public"] = json.loads(pubs.pop())
+        samples[v.name] = s
+        ss = real_report.steady_state(res, proto, v.name)
+        z = s.get("zk_stats")
+        say("    service %-18s %6.2f s wall (proofs %s s) %6.2f user %5.2f sys %5d MB%s" % (
+            v.name, s["wall_s"], " ".join("%.2f" % w for w in s["proof_walls_s"]), s["user_s"],
+            s["sys_s"], s["maxrss_kb"] >> 10, "  hits %d/%d, steady state %s" % (
+                z.get("hits", 0), z.get("hits", 0) + z.get("misses", 0),
+                "%.1f%%" % ss["hit_rate_pct"] if ss else "—") if z else ""))
+
+
+def serve_once(runner, v, t, base, circuit, proto, n, tmp, timeout):
+    """One service.cjs process under v, then every proof verified; returns a sample dict
+    (with "publics": the proofs' public signals). Raises RuntimeError."""
+    out = tempfile.mkdtemp(prefix="s-", dir=tmp)
+    d = os.path.join(base, real_setup.CIRCUITS[circuit][2])
+    argv = [t["node"], os.path.join(HERE, "service.cjs"),
+            os.path.join(base, "node_modules", "snarkjs"), proto,
+            os.path.join(d, proto + ".zkey"), os.path.join(d, "witness.wtns"), str(n), out]
+    rc, wall, ru, err = timed(argv, runner_env(runner, v), out, timeout)
+    if rc != 0:
+        raise RuntimeError("service.cjs exited %d: %s" % (rc, real_setup.strip_ansi(err)[-500:]))
+    walls = {}
+    for line in err.splitlines():
+        parts = line.split()
+        if len(parts) == 5 and parts[:2] == ["service:", "proof"] and parts[3] == "wall_s":
+            walls[int(parts[2])] = float(parts[4])
+    if sorted(walls) != list(range(1, n + 1)):
+        raise RuntimeError("service.cjs reported proofs %s, expected 1..%d: %s" % (
+            sorted(walls), n, real_setup.strip_ansi(err)[-300:]))
+    verify = real_setup.prove_argv(t, base, circuit, proto, out)[1]
+    publics = []
+    for i in range(1, n + 1):
+        pub = os.path.join(out, "public-%d.json" % i)
+        try:
+            verify_proof(verify[:-2] + [pub, os.path.join(out, "proof-%d.json" % i)], out, timeout)
+        except RuntimeError as e:
+            raise RuntimeError("proof %d: %s" % (i, e))
+        publics.append(json.load(open(pub)))
+    shutil.rmtree(out, ignore_errors=True)
+    s = {"proofs": n, "wall_s": wall, "proof_walls_s": [walls[i] for i in range(1, n + 1)]}
+    s.update(usage(ru))
+    s["publics"] = publics
+    add_zk_stats(s, v, err)
+    return s
 
 
 def versions(base, t):

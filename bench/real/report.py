@@ -8,6 +8,24 @@ import time
 CAP = 1 << 30  # libzknalloc's default cache cap: min(RAM/8, 1 GiB)
 
 
+SERVICE_METHOD = (
+    "A proving service that keeps one process proves many times in it: after the "
+    "fresh-process rounds, each allocator in turn (order: %s; the "
+    "zk-nalloc+daemon process uses the same zknallocd as the rounds) runs one `node "
+    "bench/real/service.cjs` that proves N times with `snarkjs.groth16.prove(zkey, witness)`; "
+    "every proof is verified afterwards (untimed, no preload) and its public signals must equal "
+    "the fresh-process proofs'. Per-proof walls are timed inside the process (`process.hrtime` "
+    "around the prove call: no node start-up or snarkjs load, which the fresh-process walls "
+    "include); proofs 2..N are the steady state (the curve and its worker threads already up, "
+    "the allocator's cache warm). ÷ best peer: the median of proofs 2..N over the lowest such "
+    "median among the peers. Process wall, sys (÷ N), peak RSS and the process hit rate are the "
+    "whole process's, from os.wait4's rusage and `ZK_NALLOC_SHOW_STATS=1` at exit. Steady-state "
+    "hit rate, an estimate: (hits_N − hits_1) / (calls_N − calls_1), calls = hits + misses, _N "
+    "the service process's counts at exit, _1 the median hits and median calls of the same "
+    "allocator's fresh-process proofs of this protocol (one proof each, the same witness); that "
+    "is, the service's first proof is taken to allocate as a fresh process's.")
+
+
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
@@ -44,6 +62,49 @@ def best_peer(res, proto):
         if xs and (best[0] is None or med(col(xs, "wall_s")) < med(col(best[1], "wall_s"))):
             best = (name, xs)
     return best
+
+
+def service(res, proto):
+    """{variant: sample} of the long-lived prover pass ({} when it did not run)."""
+    return ((res.get("service") or {}).get("samples") or {}).get(proto) or {}
+
+
+def later(s):
+    """Walls of proofs 2..N of one service process."""
+    return s.get("proof_walls_s", [])[1:]
+
+
+def best_service_peer(res, proto):
+    """(name, sample) of the peer with the lowest median wall of proofs 2..N, or (None, None)."""
+    best = (None, None)
+    for name in res.get("peers", []):
+        s = service(res, proto).get(name)
+        if s and later(s) and (best[0] is None or med(later(s)) < med(later(best[1]))):
+            best = (name, s)
+    return best
+
+
+def steady_state(res, proto, name):
+    """Issue 12's steady-state hit rate of a zk-nalloc variant, estimated from its service
+    process: (hits_N - hits_1) / (calls_N - calls_1), calls = hits + misses, _N the service
+    process's counts at exit, _1 the medians of the variant's fresh-process proofs (one
+    proof each, the same witness), i.e. the service's first proof is taken to allocate as a
+    fresh process's. {"hits", "calls", "hit_rate_pct", "range_pct": the estimate's min and max
+    with each fresh proof's counts instead of the medians}, or None when not measured."""
+    z = (service(res, proto).get(name) or {}).get("zk_stats")
+    fresh = [s["zk_stats"] for s in res["samples"].get(proto, {}).get(name, []) if s.get("zk_stats")]
+    if not z or not fresh:
+        return None
+    h1 = med([f.get("hits", 0) for f in fresh])
+    c1 = med([f.get("hits", 0) + f.get("misses", 0) for f in fresh])
+    hn = z.get("hits", 0)
+    cn = hn + z.get("misses", 0)
+    if cn <= c1:
+        return None
+    each = [100.0 * (hn - f.get("hits", 0)) / (cn - f.get("hits", 0) - f.get("misses", 0))
+            for f in fresh if cn > f.get("hits", 0) + f.get("misses", 0)]
+    return {"hits": hn - h1, "calls": cn - c1, "hit_rate_pct": 100.0 * (hn - h1) / (cn - c1),
+            "range_pct": [min(each), max(each)] if each else None}
 
 
 def paired(xs, ys):
@@ -114,6 +175,25 @@ def targets(res):
     for name in zks:
         if "plonk" in S:
             vs_best("plonk", name, 1.00, "plonk, %s: wall ≤ 1.00x best peer (parity)" % name)
+    for proto in ((res.get("service") or {}).get("samples") or {}):
+        for name in zks:
+            ss = steady_state(res, proto, name)
+            z = (service(res, proto).get(name) or {}).get("zk_stats") or {}
+            what = ("%s long-lived prover, %s: steady-state hit rate ≥ 95%% with the default "
+                    "cache size" % (proto, name))
+            if not ss:
+                rows.append((what, "not measured", "not measured"))
+                continue
+            rg = ss.get("range_pct")
+            rows.append((what, "%.1f%% (est.: %.0f hits of %.0f large requests after proof 1 of "
+                         "%d%s; cache cap %d MiB)%s" % (
+                             ss["hit_rate_pct"], ss["hits"], ss["calls"],
+                             service(res, proto)[name]["proofs"],
+                             "; %.1f–%.1f%% with each fresh proof's counts" % tuple(rg) if rg else "",
+                             z.get("cache_cap", CAP) >> 20,
+                             " — over 100%: this process's first proof missed less than the "
+                             "fresh processes' median" if ss["hit_rate_pct"] > 100 else ""),
+                         "met" if ss["hit_rate_pct"] >= 95 else "**not met**"))
     return rows
 
 
@@ -139,6 +219,49 @@ def table(res, proto):
             num(med(col(xs, "user_s"))), num(med(col(xs, "sys_s"))),
             "%.0f" % med(col(xs, "minflt")), "%.0f" % (med(col(xs, "maxrss_kb")) / 1024),
             "%.1f%%" % med(hr) if hr else "—", zcell))
+    return L
+
+
+def service_table(res, proto):
+    S = service(res, proto)
+    bp, bs = best_service_peer(res, proto)
+    L = ["| allocator | proofs | proofs 2..N wall s | ÷ best peer | first proof s | process wall s "
+         "| sys s per proof | peak RSS MB | hit rate, process | steady-state hit rate (est.) "
+         "| zk-nalloc: hits / misses / daemon lends / fallbacks |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in res["variants"]:
+        s = S.get(name)
+        if not s:
+            L.append("| %s | 0 | failed (see Failures) | | | | | | | | |" % name)
+            continue
+        w = later(s)
+        hr = hit_rate(s)
+        ss = steady_state(res, proto, name)
+        z = s.get("zk_stats")
+        L.append("| %s | %d | %s | %s | %s | %s | %s | %.0f | %s | %s | %s |" % (
+            name, s["proofs"], "%s (%s–%s)" % (num(med(w)), num(min(w)), num(max(w))) if w else "—",
+            "%.2fx" % (med(w) / med(later(bs))) if bp and w else "—",
+            num(s["proof_walls_s"][0]), num(s["wall_s"]), num(s["sys_s"] / s["proofs"]),
+            s["maxrss_kb"] / 1024, "%.1f%%" % hr if hr is not None else "—",
+            "%.1f%%" % ss["hit_rate_pct"] if ss else "—",
+            " / ".join("%d" % z.get(k, 0) for k in ("hits", "misses", "daemon_lends", "fallbacks"))
+            if z else "—"))
+    return L
+
+
+def service_section(res, heading, method=False):
+    """The long-lived prover tables ([] for a results.json from before the pass existed)."""
+    svc = res.get("service") or {}
+    L = []
+    for proto in svc.get("samples") or {}:
+        L += ["", "%s %s, circuit %s: long-lived prover (one process, %d proofs)" % (
+            heading, proto, res["circuit"], svc["proofs"][proto]), ""]
+        if method:
+            L += [SERVICE_METHOD % " → ".join(svc["order"][proto]), ""]
+        L += service_table(res, proto)
+    if svc.get("skipped"):
+        L += ["", "Long-lived prover pass: " + "; ".join(
+            "%s %s" % kv for kv in svc["skipped"].items()) + "."]
     return L
 
 
@@ -177,6 +300,7 @@ def markdown(res):
         L += ["", "Not run: " + "; ".join("%s (%s)" % kv for kv in res["skipped"].items()) + "."]
     for proto in res["samples"]:
         L += ["", "## %s, circuit %s" % (proto, res["circuit"]), ""] + table(res, proto)
+    L += service_section(res, "##", method=True)
     L += ["", "## Targets (issue 12)", "", "| target | measured | verdict |", "|---|---|---|"]
     L += ["| %s | %s | %s |" % t for t in targets(res)]
     L += ["", "A wall target is *met* when the median ratio is within it, *not met, within noise* "
@@ -213,12 +337,14 @@ def write(out_dir, res):
 
 def summary(res, link):
     """The section bench/run.py puts into the main results.md."""
-    L = ["## Real provers: snarkjs, a fresh node process per proof (issue 12)", "",
+    L = ["## Real provers: snarkjs, a fresh node process per proof%s (issue 12)" % (
+        " and a long-lived one" if (res.get("service") or {}).get("samples") else ""), "",
          "Circuit %s (%s R1CS constraints), median of the proofs, every proof verified; "
          "TEST-ONLY keys. Details, method and failures: [%s](%s)." % (
              res["circuit"], res.get("circuit_info", {}).get("r1cs_constraints"), link, link)]
     for proto in res["samples"]:
         L += ["", "### %s" % proto, ""] + table(res, proto)
+    L += service_section(res, "###")
     L += ["", "### Targets (issue 12)", "", "| target | measured | verdict |", "|---|---|---|"]
     L += ["| %s | %s | %s |" % t for t in targets(res)]
     return L
