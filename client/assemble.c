@@ -22,8 +22,9 @@
 
 #include "internal.h"
 
-/* Moves per block at most: each costs ~10-30 us. */
-#define MAX_PIECES 8
+/* Moves per block at most: each costs ~10-30 us, a fresh huge page ~130 us
+ * to a few ms. */
+#define MAX_PIECES 16
 
 #define HUGE ZKN_HUGE_PAGE_SIZE
 
@@ -44,6 +45,39 @@ static uint64_t take_block(int d, uint32_t didx, char *dst, uint64_t want, int *
         zkn__region_release(d, didx); /* private: unmapped, slot freed, nothing owed */
     atomic_fetch_add_explicit(&zkn__ctr.bytes_moved, take, memory_order_relaxed);
     return take;
+}
+
+/* Moves one huge page of small cached blocks (a run: region.c) to dst and
+ * frees their slots. Returns the bytes moved (0 when no class had a whole
+ * run cached, or the move failed); *clean for all-zero pages. */
+static uint64_t take_run(char *dst, int *clean)
+{
+    for (int d = 0; d < zkn_size_class(HUGE); d++) {
+        uint32_t k = zkn__run_blocks(d);
+        uint32_t first = k ? zkn__cache_take_run(d, k, clean) : UINT32_MAX;
+        if (first == UINT32_MAX)
+            continue;
+        int moved = zkn__region_move_pages(zkn__slot_addr(d, first), dst, HUGE) == 0;
+        for (uint32_t i = 0; i < k; i++)
+            zkn__region_release(d, first + i); /* private: unmapped, slot freed */
+        if (!moved)
+            return 0;
+        atomic_fetch_add_explicit(&zkn__ctr.bytes_moved, HUGE, memory_order_relaxed);
+        return HUGE;
+    }
+    return 0;
+}
+
+/* Huge pages that whole cached runs of small blocks could give: at most. */
+static uint64_t run_bytes(void)
+{
+    uint64_t have = 0;
+    for (int d = 0; d < zkn_size_class(HUGE); d++) {
+        uint32_t k = zkn__run_blocks(d);
+        if (k)
+            have += zkn__cache_private_count(d) / k * HUGE;
+    }
+    return have;
 }
 
 /* The cached private block to take want bytes from (not of class c): the
@@ -85,9 +119,8 @@ static int64_t fill(int c, char *dst, uint64_t len, int zero)
         if (!got) {
             int d = pick_block(c, want);
             uint32_t didx = d < 0 ? UINT32_MAX : zkn__cache_take_private(d);
-            if (didx == UINT32_MAX)
-                break;
-            got = take_block(d, didx, dst + filled, want, &clean);
+            got = didx != UINT32_MAX ? take_block(d, didx, dst + filled, want, &clean)
+                                     : take_run(dst + filled, &clean);
             if (!got)
                 break;
         }
@@ -108,7 +141,9 @@ uint32_t zkn__assemble(int c, int zero, int only_whole, int *whole)
     *whole = 0;
     if (size < HUGE)
         return UINT32_MAX;
-    uint64_t have = movable(c);
+    /* Runs count only toward a miss: whether they are whole is known only
+     * when taking them, and a block they did not cover is not a hit. */
+    uint64_t have = movable(c) + (only_whole ? 0 : run_bytes());
     if (!have || (only_whole && have < size))
         return UINT32_MAX;
     uint32_t idx = zkn__slot_take(c);

@@ -277,6 +277,72 @@ uint32_t zkn__cache_take_private(int c)
     return idx;
 }
 
+/* Takes slot idx of class c out of whichever cache holds it: a shared list
+ * or any thread's cache. 1 when taken (the caller owns it), 0 when it was
+ * not found or its owner took it first. Under zkn__glock. */
+static int extract_locked(int c, uint32_t idx)
+{
+    struct zkn__class_win *w = &zkn__win.cls[c];
+    for (int k = 0; k <= 1; k++)
+        for (uint32_t *link = &w->shared_head[k]; *link; link = &w->slots[*link - 1].next) {
+            if (*link - 1 != idx)
+                continue;
+            *link = w->slots[idx].next;
+            w->slots[idx].next = 0;
+            w->shared_count[k]--;
+            return 1;
+        }
+    for (struct zkn__tcache *tc = registry; tc; tc = tc->next)
+        for (int i = 0; i < TC_PER_CLASS; i++) {
+            uint32_t v = atomic_load_explicit(&tc->ent[c][i], memory_order_relaxed);
+            if (!v || ENT_IDX(v) != idx)
+                continue;
+            if (!(v = atomic_exchange(&tc->ent[c][i], 0)))
+                return 0;
+            atomic_fetch_sub_explicit(&tc->bytes, w->size, memory_order_relaxed);
+            if (ENT_IDX(v) == idx)
+                return 1;
+            shared_push_locked(c, ENT_IDX(v)); /* replaced meanwhile (see tc_take) */
+            return 0;
+        }
+    return 0;
+}
+
+uint32_t zkn__cache_take_run(int c, uint32_t k, int *clean)
+{
+    struct zkn__class_win *w = &zkn__win.cls[c];
+    if (atomic_load_explicit(&cls_stat[c].priv, memory_order_relaxed) < k)
+        return UINT32_MAX;
+    pthread_mutex_lock(&zkn__glock);
+    for (uint32_t r = 0; r + k <= w->hwm; r += k) {
+        if (!atomic_load_explicit(&w->slots[r].run, memory_order_relaxed))
+            continue;
+        uint32_t i = 0;
+        while (i < k && atomic_load_explicit(&w->slots[r + i].state, memory_order_acquire) ==
+                            SLOT_CACHED)
+            i++;
+        if (i < k)
+            continue;
+        for (i = 0; i < k && extract_locked(c, r + i); i++)
+            ;
+        if (i < k) { /* one was just taken: put the others back */
+            while (i--)
+                shared_push_locked(c, r + i);
+            continue;
+        }
+        pthread_mutex_unlock(&zkn__glock);
+        *clean = 1;
+        for (i = 0; i < k; i++) {
+            *clean &= slot_clean(c, r + i);
+            uncount(c, r + i);
+            atomic_store_explicit(&w->slots[r + i].state, SLOT_BUSY, memory_order_relaxed);
+        }
+        return r;
+    }
+    pthread_mutex_unlock(&zkn__glock);
+    return UINT32_MAX;
+}
+
 uint64_t zkn__cache_private_count(int c)
 {
     return atomic_load_explicit(&cls_stat[c].priv, memory_order_relaxed);

@@ -52,7 +52,10 @@ enum zkn__slot_state {
 struct zkn__slot {
     _Atomic uint8_t state;
     uint8_t flags;   /* SLOT_F_*; written only by whoever owns the slot's state */
-    uint16_t unused;
+    /* On a run's first slot: 1 while the run's slots are still the one huge
+     * page new_local_run mapped (region.c); any unmap in the run clears it. */
+    _Atomic uint8_t run;
+    uint8_t unused;
     uint32_t next;   /* free-slot or shared-cache list link: index + 1, 0 ends */
     uint32_t gen;    /* daemon instance the region came from */
     int32_t fd;      /* daemon region's memfd, kept for fork (valid with SLOT_F_DAEMON) */
@@ -160,6 +163,8 @@ void zkn__region_set_private(int c, uint32_t idx, int clean);
 /* Gives back a slot taken for building a region that was not finished:
  * whatever was mapped there goes. */
 void zkn__slot_release_empty(int c, uint32_t idx);
+/* Blocks per run (one huge page) in class c, or 0 when the class has no runs. */
+uint32_t zkn__run_blocks(int c);
 
 /* counters.c: the cache's byte budget, shared by cache.c and bank.c. */
 extern uint64_t zkn__cache_cap;
@@ -195,6 +200,10 @@ uint64_t zkn__cache_count(int c, int clean);
 /* A cached private region of class c (state SLOT_BUSY, out of the cache and
  * its cap), for its pages to be moved elsewhere; UINT32_MAX when none. */
 uint32_t zkn__cache_take_private(int c);
+/* The first slot of a run of class c (k blocks, one huge page; region.c)
+ * whose blocks are all cached and private, taken out of the caches (state
+ * SLOT_BUSY), or UINT32_MAX. *clean when all k are clean. */
+uint32_t zkn__cache_take_run(int c, uint32_t k, int *clean);
 /* Private regions of class c cached; a hint, racy. */
 uint64_t zkn__cache_private_count(int c);
 /* A region just freed (state CACHED): keep it or release it, under the cap. */

@@ -66,15 +66,33 @@ void zkn__region_set_private(int c, uint32_t idx, int clean)
     s->gen = 0;
 }
 
+/* Smallest class whose fresh regions come a huge page at a time. */
+#define RUN_MIN_SIZE ((uint64_t)256 << 10)
+
+uint32_t zkn__run_blocks(int c)
+{
+    uint64_t size = zkn__win.cls[c].size;
+    if (!zkn__thp_anon || size < RUN_MIN_SIZE || size >= ZKN_HUGE_PAGE_SIZE || (size & (size - 1)))
+        return 0;
+    return (uint32_t)(ZKN_HUGE_PAGE_SIZE / size);
+}
+
+/* Slot idx of class c is unmapped or loses its pages: its run, if any, is no
+ * longer one huge page that could move whole. */
+static void break_run(int c, uint32_t idx)
+{
+    uint32_t k = zkn__run_blocks(c);
+    if (k)
+        atomic_store_explicit(&zkn__win.cls[c].slots[idx - idx % k].run, 0, memory_order_relaxed);
+}
+
 void zkn__slot_release_empty(int c, uint32_t idx)
 {
+    break_run(c, idx);
     /* Else the slot stays BUSY, abandoned: nothing ever maps there again. */
     if (unmap_slot(zkn__slot_addr(c, idx), zkn__win.cls[c].size) == 0)
         zkn__slot_put(c, idx);
 }
-
-/* Smallest class whose fresh regions come a huge page at a time. */
-#define RUN_MIN_SIZE ((uint64_t)256 << 10)
 
 /* A fresh 4 KiB page costs ~1.2 us to fault here (ms per MiB where the host
  * must back it too), a fresh 2 MiB page ~85-130 us. So a miss in a class of
@@ -84,11 +102,9 @@ void zkn__slot_release_empty(int c, uint32_t idx)
  * 64 KiB request would pull in 2 MiB. */
 static uint32_t new_local_run(int c, uint32_t *extra)
 {
-    uint64_t size = zkn__win.cls[c].size;
-    if (!zkn__thp_anon || size < RUN_MIN_SIZE || size >= ZKN_HUGE_PAGE_SIZE ||
-        (size & (size - 1)))
+    uint32_t k = zkn__run_blocks(c);
+    if (!k)
         return UINT32_MAX;
-    uint32_t k = (uint32_t)(ZKN_HUGE_PAGE_SIZE / size);
     uint32_t idx = zkn__slot_take_run(c, k);
     if (idx == UINT32_MAX)
         return UINT32_MAX;
@@ -103,6 +119,7 @@ static uint32_t new_local_run(int c, uint32_t *extra)
     atomic_fetch_add_explicit(&zkn__ctr.bytes_fresh, ZKN_HUGE_PAGE_SIZE, memory_order_relaxed);
     for (uint32_t i = 0; i < k; i++)
         zkn__region_set_private(c, idx + i, 1);
+    atomic_store_explicit(&zkn__win.cls[c].slots[idx].run, 1, memory_order_relaxed);
     *extra = k - 1;
     return idx;
 }
@@ -207,6 +224,7 @@ void zkn__region_release(int c, uint32_t idx)
     void *p = zkn__slot_addr(c, idx);
     int saved = errno; /* free() must not change errno */
     atomic_store_explicit(&s->state, SLOT_BUSY, memory_order_relaxed);
+    break_run(c, idx);
     if (unmap_slot(p, size) != 0) {
         /* Out of mappings (vm.max_map_count). A private region can at least
          * give its pages back; the slot is abandoned either way, and a
@@ -237,6 +255,7 @@ void zkn__region_soften(int c, uint32_t idx)
     struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
     if (s->flags & SLOT_F_DAEMON)
         return;
+    break_run(c, idx); /* advice on part of a huge page splits it */
     int saved = errno;
     /* MADV_FREE needs Linux 4.5; DONTNEED is the strict fallback. */
     if (madvise(zkn__slot_addr(c, idx), zkn__win.cls[c].size, MADV_FREE) != 0)

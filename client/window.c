@@ -136,8 +136,9 @@ uint32_t zkn__slot_take_run(int c, uint32_t k)
     struct zkn__class_win *w = &zkn__win.cls[c];
     uint32_t idx = UINT32_MAX;
     pthread_mutex_lock(&zkn__glock);
-    /* Never-used slots only: released ones are scattered over the window. */
-    if (!w->free_head && w->hwm % k == 0 && w->nslots - w->hwm >= k) {
+    /* Never-used slots only: released ones are scattered over the window
+     * (single blocks reuse those). */
+    if (w->hwm % k == 0 && w->nslots - w->hwm >= k) {
         idx = w->hwm;
         w->hwm += k;
         for (uint32_t i = idx; i < idx + k; i++) {

@@ -203,6 +203,47 @@ START_TEST(a_huge_page_serves_its_neighbours)
 }
 END_TEST
 
+START_TEST(whole_runs_of_small_blocks_serve_a_big_miss)
+{
+    setenv("ZK_NALLOC_CACHE_BYTES", "256M", 1);
+    if (!thp_on())
+        return; /* no runs: each small block is its own mapping */
+    const size_t small = 512 * 1024;
+    unsigned char *p[17];
+    /* 16 blocks: four whole huge pages (runs); the 17th starts a fifth run
+     * whose other three blocks stay cached beside it. */
+    for (int i = 0; i < 17; i++) {
+        p[i] = zkn_malloc(small);
+        ck_assert_ptr_nonnull(p[i]);
+        memset(p[i], 0x5A, small);
+    }
+    for (int i = 0; i < 16; i++)
+        zkn_free(p[i]);
+    struct zkn_stats s0 = zkn_test_lib_stats();
+    ck_assert_uint_eq(s0.bytes_cached, 19 * small);
+    uint64_t rss0 = rss_bytes();
+    /* Nothing of 8 MiB is cached: the four runs' huge pages move into it. */
+    unsigned char *big = zkn_calloc(1, 8 * MiB);
+    ck_assert_ptr_nonnull(big);
+    ck_assert(zkn_test_all_byte(big, 8 * MiB, 0));
+    zkn_test_fill(big, 8 * MiB, 9);
+    ck_assert(zkn_test_check_fill(big, 8 * MiB, 9));
+    struct zkn_stats s1 = zkn_test_lib_stats();
+    ck_assert_uint_eq(s1.misses, s0.misses + 1); /* not a hit: runs are found only on a miss */
+    ck_assert_uint_eq(s1.bytes_cached, 3 * small); /* the fifth run is not whole: kept */
+    ck_assert_uint_lt(rss_bytes(), rss0 + 2 * MiB + 8 * MiB / 8);
+    ck_assert(zkn_test_all_byte(p[16], small, 0x5A)); /* the live block is untouched */
+    /* Its neighbours still serve small requests. */
+    unsigned char *q = zkn_calloc(1, small);
+    ck_assert_ptr_nonnull(q);
+    ck_assert(zkn_test_all_byte(q, small, 0));
+    ck_assert_uint_eq((uintptr_t)q >> 21, (uintptr_t)p[16] >> 21);
+    zkn_free(q);
+    zkn_free(p[16]);
+    zkn_free(big);
+}
+END_TEST
+
 START_TEST(churn_across_classes_stays_correct)
 {
     setenv("ZK_NALLOC_CACHE_BYTES", "64M", 1);
@@ -226,6 +267,7 @@ static Suite *suite(void)
     tcase_add_test(t, realloc_growth_takes_cached_pages);
     tcase_add_test(t, slightly_bigger_block_serves);
     tcase_add_test(t, a_huge_page_serves_its_neighbours);
+    tcase_add_test(t, whole_runs_of_small_blocks_serve_a_big_miss);
     tcase_add_test(t, churn_across_classes_stays_correct);
     return s;
 }

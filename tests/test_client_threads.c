@@ -147,6 +147,55 @@ START_TEST(many_threads_verify_contents)
 }
 END_TEST
 
+/* Like churn, with sizes that make whole huge pages of small blocks (runs)
+ * and big blocks built from them, so threads race to take, free and move
+ * the same runs. */
+static void *churn_runs(void *arg)
+{
+    static const size_t sizes[] = {256 * KiB, 512 * KiB, 1 * MiB, 3 * MiB, 6 * MiB};
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    void *live[8] = {0};
+    size_t sz[8] = {0};
+    uint64_t tag[8] = {0};
+    for (int it = 0; it < 1500; it++) {
+        int k = (int)(rand_r(&seed) % 8);
+        if (live[k]) {
+            if (!zkn_test_check_fill(live[k], sz[k], tag[k]))
+                return (void *)1;
+            zkn_free(live[k]);
+        }
+        unsigned r = rand_r(&seed);
+        sz[k] = sizes[r % 5];
+        live[k] = (r & 8) ? zkn_calloc(1, sz[k]) : zkn_malloc(sz[k]);
+        if (!live[k])
+            return (void *)2;
+        if ((r & 8) && !zkn_test_all_byte(live[k], sz[k], 0))
+            return (void *)3;
+        tag[k] = (uint64_t)(uintptr_t)live[k] ^ r;
+        zkn_test_fill(live[k], sz[k], tag[k]);
+    }
+    for (int k = 0; k < 8; k++)
+        if (live[k]) {
+            if (!zkn_test_check_fill(live[k], sz[k], tag[k]))
+                return (void *)1;
+            zkn_free(live[k]);
+        }
+    return NULL;
+}
+
+START_TEST(runs_move_while_threads_allocate)
+{
+    enum { T = 6 };
+    pthread_t t[T];
+    for (int i = 0; i < T; i++)
+        pthread_create(&t[i], NULL, churn_runs, (void *)(uintptr_t)(i * 104729 + 3));
+    zkn_test_join_all(t, T);
+    struct zkn_stats s = zkn_test_lib_stats();
+    ck_assert_uint_eq(s.bytes_live, 0);
+    ck_assert_uint_le(s.bytes_cached, s.cache_cap);
+}
+END_TEST
+
 START_TEST(fork_writes_stay_apart)
 {
     size_t n = 4 * MiB;
@@ -211,6 +260,7 @@ static Suite *suite(void)
     tcase_add_test(t, cross_thread_free_and_reuse);
     tcase_add_test(t, thread_exit_hands_back_its_cache);
     tcase_add_test(t, many_threads_verify_contents);
+    tcase_add_test(t, runs_move_while_threads_allocate);
     tcase_add_test(t, release_and_soften_while_threads_allocate);
     tcase_add_test(t, fork_writes_stay_apart);
     return s;
