@@ -1,4 +1,7 @@
-/* Counters, zkn_stats() and the ZK_NALLOC_SHOW_STATS report at exit. */
+/* Counters, zkn_stats(), the ZK_NALLOC_SHOW_STATS report at exit and the
+ * same report on a signal (ZK_NALLOC_STATS_SIGNAL). */
+#include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,14 +29,60 @@ int zkn_stats(struct zkn_stats *out)
     return 0;
 }
 
-static void line(const char *name, uint64_t v)
+/* The report: one line per counter, built in a buffer and written at once
+ * (no stdio, no malloc: it also runs in a signal handler). */
+struct report {
+    char buf[1024];
+    size_t len;
+};
+
+static void put(struct report *r, const char *s)
 {
-    char buf[24];
-    zkn__write_str(2, "zknalloc:   ");
-    zkn__write_str(2, name);
-    zkn__write_str(2, " ");
-    zkn__write_str(2, zkn__fmt_u64(buf, v));
-    zkn__write_str(2, "\n");
+    size_t n = strlen(s);
+    if (n > sizeof r->buf - r->len)
+        n = sizeof r->buf - r->len;
+    memcpy(r->buf + r->len, s, n);
+    r->len += n;
+}
+
+static void line(struct report *r, const char *name, uint64_t v)
+{
+    char num[24];
+    put(r, "zknalloc:   ");
+    put(r, name);
+    put(r, " ");
+    put(r, zkn__fmt_u64(num, v));
+    put(r, "\n");
+}
+
+static void report(const char *title, const struct zkn_stats *s)
+{
+    struct report r = {.len = 0};
+    uint64_t large = s->hits + s->misses;
+    put(&r, title);
+    line(&r, "hits            ", s->hits);
+    line(&r, "misses          ", s->misses);
+    line(&r, "hit_rate_pct    ", large ? s->hits * 100 / large : 0);
+    line(&r, "bytes_cached    ", s->bytes_cached);
+    line(&r, "bytes_leased    ", s->bytes_leased);
+    line(&r, "bytes_live      ", s->bytes_live);
+    line(&r, "daemon_connected", s->daemon_connected);
+    line(&r, "fallbacks       ", s->fallbacks);
+    line(&r, "reconnects      ", s->reconnects);
+    line(&r, "daemon_lends    ", s->daemon_lends);
+    line(&r, "daemon_returns  ", s->daemon_returns);
+    line(&r, "libc_fallbacks  ", s->libc_fallbacks);
+    line(&r, "cache_cap       ", s->cache_cap);
+    line(&r, "bytes_fresh     ", atomic_load(&zkn__ctr.bytes_fresh));
+    line(&r, "bytes_moved     ", atomic_load(&zkn__ctr.bytes_moved));
+    line(&r, "bytes_zeroed    ", atomic_load(&zkn__ctr.bytes_zeroed));
+    line(&r, "zeroed_swaps    ", atomic_load(&zkn__ctr.zeroed_swaps));
+    for (size_t off = 0; off < r.len;) {
+        ssize_t w = write(2, r.buf + off, r.len - off);
+        if (w <= 0 && errno != EINTR)
+            return;
+        off += w > 0 ? (size_t)w : 0;
+    }
 }
 
 __attribute__((destructor)) static void show_stats_at_exit(void)
@@ -43,23 +92,64 @@ __attribute__((destructor)) static void show_stats_at_exit(void)
         return;
     struct zkn_stats s;
     zkn_stats(&s);
-    uint64_t large = s.hits + s.misses;
-    zkn__write_str(2, "zknalloc: stats\n");
-    line("hits            ", s.hits);
-    line("misses          ", s.misses);
-    line("hit_rate_pct    ", large ? s.hits * 100 / large : 0);
-    line("bytes_cached    ", s.bytes_cached);
-    line("bytes_leased    ", s.bytes_leased);
-    line("bytes_live      ", s.bytes_live);
-    line("daemon_connected", s.daemon_connected);
-    line("fallbacks       ", s.fallbacks);
-    line("reconnects      ", s.reconnects);
-    line("daemon_lends    ", s.daemon_lends);
-    line("daemon_returns  ", s.daemon_returns);
-    line("libc_fallbacks  ", s.libc_fallbacks);
-    line("cache_cap       ", s.cache_cap);
-    line("bytes_fresh     ", atomic_load(&zkn__ctr.bytes_fresh));
-    line("bytes_moved     ", atomic_load(&zkn__ctr.bytes_moved));
-    line("bytes_zeroed    ", atomic_load(&zkn__ctr.bytes_zeroed));
-    line("zeroed_swaps    ", atomic_load(&zkn__ctr.zeroed_swaps));
+    report("zknalloc: stats\n", &s);
+}
+
+/* ZK_NALLOC_STATS_SIGNAL: the report on demand, for a long-lived process.
+ * The handler reads the counters as they are (zkn_stats() itself may take
+ * the daemon link's lock, which a signal must not). */
+static void on_stats_signal(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    struct zkn_stats s = {
+        .hits = atomic_load(&zkn__ctr.hits),
+        .misses = atomic_load(&zkn__ctr.misses),
+        .bytes_cached = atomic_load(&zkn__bytes_cached),
+        .bytes_leased = atomic_load(&zkn__ctr.bytes_leased),
+        .bytes_live = atomic_load(&zkn__ctr.bytes_live),
+        .daemon_connected = (uint64_t)zkn__daemon_connected(),
+        .fallbacks = atomic_load(&zkn__ctr.fallbacks),
+        .reconnects = atomic_load(&zkn__ctr.reconnects),
+        .daemon_lends = atomic_load(&zkn__ctr.lends),
+        .daemon_returns = atomic_load(&zkn__ctr.returns),
+        .libc_fallbacks = atomic_load(&zkn__ctr.libc_fallbacks),
+        .cache_cap = zkn__cache_cap,
+    };
+    report("zknalloc: stats (signal)\n", &s);
+    errno = saved;
+}
+
+/* USR1, USR2 (with or without SIG) or a real-time signal's number; 0 else.
+ * Only these: any other signal already means something to programs. */
+static int stats_signal(const char *v)
+{
+    if (!strncmp(v, "SIG", 3))
+        v += 3;
+    if (!strcmp(v, "USR1"))
+        return SIGUSR1;
+    if (!strcmp(v, "USR2"))
+        return SIGUSR2;
+    char *end;
+    long n = strtol(v, &end, 10);
+    return *v && !*end && n >= SIGRTMIN && n <= SIGRTMAX ? (int)n : 0;
+}
+
+/* At load (a GCC/Clang attribute: C has no load-time hook), so that the
+ * signal never meets its default action, ending the process, because no
+ * large request has come yet. Only getenv and sigaction run here. */
+__attribute__((constructor)) static void install_stats_signal(void)
+{
+    const char *env = getenv("ZK_NALLOC_STATS_SIGNAL");
+    if (!env || !*env)
+        return;
+    int sig = stats_signal(env);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stats_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (!sig || sigaction(sig, &sa, NULL) != 0)
+        zkn__write_str(2, "zknalloc: ZK_NALLOC_STATS_SIGNAL must be USR1, USR2 or a real-time "
+                       "signal's number: ignored\n");
 }

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -266,6 +267,43 @@ START_TEST(python3_preloaded_with_daemon_and_fork)
 }
 END_TEST
 
+START_TEST(stats_on_signal)
+{
+    SKIP_UNLESS_DROPIN();
+    const char *py = find_program("python3");
+    if (!py) {
+        printf("stats_on_signal: skipped: python3 not installed\n");
+        return;
+    }
+    /* Two blocks of a class, a report, the same again: the report comes
+     * between and the process goes on. */
+    static const char script[] =
+        "import os, signal\n"
+        "a = [bytearray(8 << 20) for _ in range(2)]\n"
+        "os.kill(os.getpid(), signal.SIGUSR2)\n"
+        "del a\n"
+        "b = [bytearray(8 << 20) for _ in range(2)]\n"
+        "print('alive', len(b))\n";
+    const char *argv[] = {py, "-c", script, NULL};
+    static struct run r;
+    const char *env[] = {"ZK_NALLOC_STATS_SIGNAL=USR2", NULL};
+    run(&r, argv, 1, env);
+    ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "status %d: %s", r.status,
+                  r.err);
+    ck_assert_str_eq(r.out, "alive 2\n");
+    const char *rep = strstr(r.err, "zknalloc: stats (signal)\n");
+    ck_assert_msg(rep != NULL, "no report on the signal: %s", r.err);
+    ck_assert_int_ge(stat_of(rep, "misses"), 2);
+    ck_assert_int_eq(stat_of(rep, "bytes_live") >= 16ll << 20, 1);
+    /* A signal that already means something is refused, with a word. */
+    const char *bad[] = {"ZK_NALLOC_STATS_SIGNAL=HUP", NULL};
+    run(&r, argv, 1, bad);
+    ck_assert_msg(WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGUSR2,
+                  "status %d: no handler, so SIGUSR2 ends python", r.status);
+    ck_assert_msg(strstr(r.err, "ZK_NALLOC_STATS_SIGNAL must be"), "no warning: %s", r.err);
+}
+END_TEST
+
 START_TEST(sqlite3_preloaded)
 {
     SKIP_UNLESS_DROPIN();
@@ -377,6 +415,7 @@ static Suite *suite(void)
     tcase_add_unchecked_fixture(t, setup, teardown);
     tcase_add_test(t, dropin_serves_this_process);
     tcase_add_test(t, python3_preloaded);
+    tcase_add_test(t, stats_on_signal);
     tcase_add_test(t, python3_preloaded_with_daemon_and_fork);
     tcase_add_test(t, sqlite3_preloaded);
     tcase_add_test(t, git_preloaded);
