@@ -79,6 +79,18 @@ def zk_stats(stderr):
     return st
 
 
+def zk_stats_reports(stderr):
+    """The ZK_NALLOC_STATS_SIGNAL reports in stderr, in order, each a dict like zk_stats's."""
+    reports = []
+    for line in stderr.splitlines():
+        parts = line.split()
+        if line.startswith("zknalloc: stats (signal)"):
+            reports.append({})
+        elif reports and len(parts) == 3 and parts[0] == "zknalloc:" and parts[2].isdigit():
+            reports[-1][parts[1]] = int(parts[2])
+    return reports
+
+
 def preload_check(runner, v, node):
     """None when the variant's allocator is mapped into node (and no other), else why not."""
     code = "process.stdout.write(require('fs').readFileSync('/proc/self/maps','utf8'))"
@@ -298,7 +310,10 @@ def serve_once(runner, v, t, base, circuit, proto, n, tmp, timeout):
     argv = [t["node"], os.path.join(HERE, "service.cjs"),
             os.path.join(base, "node_modules", "snarkjs"), proto,
             os.path.join(d, proto + ".zkey"), os.path.join(d, "witness.wtns"), str(n), out]
-    rc, wall, ru, err = timed(argv, runner_env(runner, v), out, timeout)
+    env = runner_env(runner, v)
+    if v.expect == "zknalloc":
+        env["ZK_NALLOC_STATS_SIGNAL"] = "USR2"  # counters after each proof (service.cjs)
+    rc, wall, ru, err = timed(argv, env, out, timeout)
     if rc != 0:
         raise RuntimeError("service.cjs exited %d: %s" % (rc, real_setup.strip_ansi(err)[-500:]))
     walls = {}
@@ -323,6 +338,11 @@ def serve_once(runner, v, t, base, circuit, proto, n, tmp, timeout):
     s.update(usage(ru))
     s["publics"] = publics
     add_zk_stats(s, v, err)
+    if v.expect == "zknalloc":
+        per = zk_stats_reports(err)
+        if len(per) != n:
+            raise RuntimeError("%d ZK_NALLOC_STATS_SIGNAL reports for %d proofs" % (len(per), n))
+        s["zk_stats_after_proof"] = per
     return s
 
 

@@ -19,11 +19,10 @@ SERVICE_METHOD = (
     "include); proofs 2..N are the steady state (the curve and its worker threads already up, "
     "the allocator's cache warm). ÷ best peer: the median of proofs 2..N over the lowest such "
     "median among the peers. Process wall, sys (÷ N), peak RSS and the process hit rate are the "
-    "whole process's, from os.wait4's rusage and `ZK_NALLOC_SHOW_STATS=1` at exit. Steady-state "
-    "hit rate, an estimate: (hits_N − hits_1) / (calls_N − calls_1), calls = hits + misses, _N "
-    "the service process's counts at exit, _1 the median hits and median calls of the same "
-    "allocator's fresh-process proofs of this protocol (one proof each, the same witness); that "
-    "is, the service's first proof is taken to allocate as a fresh process's.")
+    "whole process's, from os.wait4's rusage and `ZK_NALLOC_SHOW_STATS=1` at exit. Hit rate, "
+    "proofs 2..N (the steady state): the library's counters after proof 1 and after proof N, "
+    "which it reports on a signal (`ZK_NALLOC_STATS_SIGNAL=USR2`; service.cjs sends it to "
+    "itself after each proof).")
 
 
 def med(xs):
@@ -85,26 +84,18 @@ def best_service_peer(res, proto):
 
 
 def steady_state(res, proto, name):
-    """Issue 12's steady-state hit rate of a zk-nalloc variant, estimated from its service
-    process: (hits_N - hits_1) / (calls_N - calls_1), calls = hits + misses, _N the service
-    process's counts at exit, _1 the medians of the variant's fresh-process proofs (one
-    proof each, the same witness), i.e. the service's first proof is taken to allocate as a
-    fresh process's. {"hits", "calls", "hit_rate_pct", "range_pct": the estimate's min and max
-    with each fresh proof's counts instead of the medians}, or None when not measured."""
-    z = (service(res, proto).get(name) or {}).get("zk_stats")
-    fresh = [s["zk_stats"] for s in res["samples"].get(proto, {}).get(name, []) if s.get("zk_stats")]
-    if not z or not fresh:
+    """Issue 12's steady-state hit rate of a zk-nalloc variant: its service process's hits
+    over its large requests during proofs 2..N, from the library's counters after proof 1
+    and after proof N (ZK_NALLOC_STATS_SIGNAL reports). {"hits", "calls", "hit_rate_pct"},
+    or None when not measured."""
+    per = (service(res, proto).get(name) or {}).get("zk_stats_after_proof") or []
+    if len(per) < 2:
         return None
-    h1 = med([f.get("hits", 0) for f in fresh])
-    c1 = med([f.get("hits", 0) + f.get("misses", 0) for f in fresh])
-    hn = z.get("hits", 0)
-    cn = hn + z.get("misses", 0)
-    if cn <= c1:
-        return None
-    each = [100.0 * (hn - f.get("hits", 0)) / (cn - f.get("hits", 0) - f.get("misses", 0))
-            for f in fresh if cn > f.get("hits", 0) + f.get("misses", 0)]
-    return {"hits": hn - h1, "calls": cn - c1, "hit_rate_pct": 100.0 * (hn - h1) / (cn - c1),
-            "range_pct": [min(each), max(each)] if each else None}
+    first, last = per[0], per[-1]
+    hits = last.get("hits", 0) - first.get("hits", 0)
+    calls = hits + last.get("misses", 0) - first.get("misses", 0)
+    return {"hits": hits, "calls": calls,
+            "hit_rate_pct": 100.0 * hits / calls if calls else float("nan")}
 
 
 def paired(xs, ys):
@@ -184,15 +175,10 @@ def targets(res):
             if not ss:
                 rows.append((what, "not measured", "not measured"))
                 continue
-            rg = ss.get("range_pct")
-            rows.append((what, "%.1f%% (est.: %.0f hits of %.0f large requests after proof 1 of "
-                         "%d%s; cache cap %d MiB)%s" % (
-                             ss["hit_rate_pct"], ss["hits"], ss["calls"],
-                             service(res, proto)[name]["proofs"],
-                             "; %.1f–%.1f%% with each fresh proof's counts" % tuple(rg) if rg else "",
-                             z.get("cache_cap", CAP) >> 20,
-                             " — over 100%: this process's first proof missed less than the "
-                             "fresh processes' median" if ss["hit_rate_pct"] > 100 else ""),
+            rows.append((what, "%.1f%% (%d hits of %d large requests in proofs 2..%d; cache cap "
+                         "%d MiB)" % (ss["hit_rate_pct"], ss["hits"], ss["calls"],
+                                      service(res, proto)[name]["proofs"],
+                                      z.get("cache_cap", CAP) >> 20),
                          "met" if ss["hit_rate_pct"] >= 95 else "**not met**"))
     return rows
 
@@ -226,7 +212,7 @@ def service_table(res, proto):
     S = service(res, proto)
     bp, bs = best_service_peer(res, proto)
     L = ["| allocator | proofs | proofs 2..N wall s | ÷ best peer | first proof s | process wall s "
-         "| sys s per proof | peak RSS MB | hit rate, process | steady-state hit rate (est.) "
+         "| sys s per proof | peak RSS MB | hit rate, process | hit rate, proofs 2..N "
          "| zk-nalloc: hits / misses / daemon lends / fallbacks |",
          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in res["variants"]:

@@ -7,7 +7,9 @@
 // its worker threads and the allocator's cache stay up between proofs, as in a
 // proving service), writes proof i to OUTDIR/proof-i.json and
 // OUTDIR/public-i.json (i = 1..N), prints `service: proof i wall_s X` per proof
-// to stderr, and exits 0. Any error: its message to stderr, exit status 1.
+// to stderr, and exits 0. With ZK_NALLOC_STATS_SIGNAL set (only where
+// libzknalloc is preloaded: the signal would end any other process) it sends
+// itself that signal after each proof, so the library reports its counters. Any error: its message to stderr, exit status 1.
 // Called by bench/real/real.py, which verifies every proof afterwards.
 "use strict";
 const fs = require("fs");
@@ -22,6 +24,8 @@ async function main(argv) {
     if (!Number.isInteger(n) || n < 1) {
         throw new Error("N must be a positive integer, got " + nArg);
     }
+    const sig = process.env.ZK_NALLOC_STATS_SIGNAL;
+    const statsSignal = sig ? (sig.startsWith("SIG") ? sig : "SIG" + sig) : null;
     const snarkjs = require(path.resolve(dir));
     if (!snarkjs[proto] || typeof snarkjs[proto].prove !== "function") {
         throw new Error("snarkjs has no " + proto + ".prove");
@@ -34,6 +38,12 @@ async function main(argv) {
         fs.writeFileSync(path.join(out, "proof-" + i + ".json"), JSON.stringify(proof, null, 1));
         fs.writeFileSync(path.join(out, "public-" + i + ".json"), JSON.stringify(publicSignals, null, 1));
         process.stderr.write("service: proof " + i + " wall_s " + wall.toFixed(4) + "\n");
+        if (statsSignal) {
+            // libzknalloc's counters after proof i, on its ZK_NALLOC_STATS_SIGNAL report;
+            // the pause lets a report caught by another thread come out before the next.
+            process.kill(process.pid, statsSignal);
+            await new Promise((resolve) => setTimeout(resolve, 100));
+        }
     }
 }
 
