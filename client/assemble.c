@@ -58,8 +58,7 @@ static uint64_t take_run(char *dst, int *clean)
         if (first == UINT32_MAX)
             continue;
         int moved = zkn__region_move_pages(zkn__slot_addr(d, first), dst, HUGE) == 0;
-        for (uint32_t i = 0; i < k; i++)
-            zkn__region_release(d, first + i); /* private: unmapped, slot freed */
+        zkn__run_release(d, first, k); /* emptied (or, failing, given up): ready for a new run */
         if (!moved)
             return 0;
         atomic_fetch_add_explicit(&zkn__ctr.bytes_moved, HUGE, memory_order_relaxed);

@@ -71,6 +71,7 @@ struct zkn__class_win {
     /* Below: under zkn__glock. */
     uint32_t hwm;          /* slots [0, hwm) have been used at least once */
     uint32_t free_head;    /* released slots, linked through next */
+    uint32_t free_runs;    /* released runs (first slots, k-aligned), linked through next */
     uint32_t shared_head[2]; /* shared-cache regions, [1] clean, [0] dirty; linked through next */
     uint32_t shared_count[2];
     uint32_t lends;        /* daemon misses so far: sizes the next LEND batch */
@@ -165,6 +166,11 @@ void zkn__region_set_private(int c, uint32_t idx, int clean);
 void zkn__slot_release_empty(int c, uint32_t idx);
 /* Blocks per run (one huge page) in class c, or 0 when the class has no runs. */
 uint32_t zkn__run_blocks(int c);
+/* Unmaps a run whose slots [first, first + k) its caller owns (emptied by a
+ * move) and keeps the slots together for the next run. */
+void zkn__run_release(int c, uint32_t first, uint32_t k);
+/* The k slots of a released run back to the window, as a run. */
+void zkn__slot_put_run(int c, uint32_t first, uint32_t k);
 
 /* counters.c: the cache's byte budget, shared by cache.c and bank.c. */
 extern uint64_t zkn__cache_cap;

@@ -86,6 +86,19 @@ static void break_run(int c, uint32_t idx)
         atomic_store_explicit(&zkn__win.cls[c].slots[idx - idx % k].run, 0, memory_order_relaxed);
 }
 
+void zkn__run_release(int c, uint32_t first, uint32_t k)
+{
+    void *p = zkn__slot_addr(c, first);
+    uint64_t len = (uint64_t)k * zkn__win.cls[c].size;
+    int saved = errno;
+    break_run(c, first);
+    if (unmap_slot(p, len) == 0)
+        zkn__slot_put_run(c, first, k);
+    else /* out of mappings: the pages go back at least; the slots stay BUSY, abandoned */
+        (void)madvise(p, len, MADV_DONTNEED);
+    errno = saved;
+}
+
 void zkn__slot_release_empty(int c, uint32_t idx)
 {
     break_run(c, idx);

@@ -136,11 +136,16 @@ uint32_t zkn__slot_take_run(int c, uint32_t k)
     struct zkn__class_win *w = &zkn__win.cls[c];
     uint32_t idx = UINT32_MAX;
     pthread_mutex_lock(&zkn__glock);
-    /* Never-used slots only: released ones are scattered over the window
-     * (single blocks reuse those). */
-    if (w->hwm % k == 0 && w->nslots - w->hwm >= k) {
+    /* A released run, else never-used slots: single released slots are
+     * scattered over the window (single blocks reuse those). */
+    if (w->free_runs) {
+        idx = w->free_runs - 1;
+        w->free_runs = w->slots[idx].next;
+    } else if (w->hwm % k == 0 && w->nslots - w->hwm >= k) {
         idx = w->hwm;
         w->hwm += k;
+    }
+    if (idx != UINT32_MAX) {
         for (uint32_t i = idx; i < idx + k; i++) {
             w->slots[i].next = 0;
             atomic_store_explicit(&w->slots[i].state, SLOT_BUSY, memory_order_relaxed);
@@ -165,6 +170,20 @@ void zkn__slot_put(int c, uint32_t idx)
 {
     pthread_mutex_lock(&zkn__glock);
     slot_put_locked(c, idx);
+    pthread_mutex_unlock(&zkn__glock);
+}
+
+void zkn__slot_put_run(int c, uint32_t first, uint32_t k)
+{
+    struct zkn__class_win *w = &zkn__win.cls[c];
+    pthread_mutex_lock(&zkn__glock);
+    for (uint32_t i = first; i < first + k; i++) {
+        w->slots[i].flags = 0;
+        w->slots[i].id = 0;
+        atomic_store_explicit(&w->slots[i].state, SLOT_FREE, memory_order_release);
+    }
+    w->slots[first].next = w->free_runs;
+    w->free_runs = first + 1;
     pthread_mutex_unlock(&zkn__glock);
 }
 

@@ -238,6 +238,20 @@ START_TEST(whole_runs_of_small_blocks_serve_a_big_miss)
     ck_assert_ptr_nonnull(q);
     ck_assert(zkn_test_all_byte(q, small, 0));
     ck_assert_uint_eq((uintptr_t)q >> 21, (uintptr_t)p[16] >> 21);
+    /* Two more neighbours, then a miss: its new run reuses the place of one
+     * that moved (the window does not grow). */
+    unsigned char *r[3];
+    for (int i = 0; i < 3; i++) {
+        r[i] = zkn_malloc(small);
+        ck_assert_ptr_nonnull(r[i]);
+        memset(r[i], 0x33, small);
+    }
+    ck_assert_uint_eq((uintptr_t)r[1] >> 21, (uintptr_t)p[16] >> 21);
+    ck_assert((uintptr_t)r[2] >= (uintptr_t)p[0] && (uintptr_t)r[2] <= (uintptr_t)p[15]);
+    ck_assert(zkn_test_all_byte(p[16], small, 0x5A));
+    ck_assert(zkn_test_check_fill(big, 8 * MiB, 9));
+    for (int i = 0; i < 3; i++)
+        zkn_free(r[i]);
     zkn_free(q);
     zkn_free(p[16]);
     zkn_free(big);
