@@ -150,7 +150,6 @@ static void job_done(struct work *w)
 {
     struct job *j = (struct job *)w;
     struct pool *p = j->pool;
-    p->jobs_inflight--;
     switch (j->kind) {
     case JOB_ZERO:
         rlist_remove(&p->zeroing, j->r);
@@ -202,7 +201,6 @@ static void submit(struct pool *p, struct job *j)
     j->pool = p;
     j->work.run = job_work;
     j->work.done = job_done;
-    p->jobs_inflight++;
     workers_submit(&p->workers, &j->work);
 }
 

@@ -50,7 +50,6 @@ struct pool {
     uint64_t preparing_bytes; /* being created for the pool: counted against its cap */
     struct region_list zeroing; /* regions a worker is zeroing right now */
     uint32_t zero_inflight;
-    uint32_t jobs_inflight; /* every worker job, for shutdown */
     uint64_t created, destroyed, zeroed, lends, returns, reclaimed, trimmed_bytes, decayed;
     uint64_t restored, saved;
     uint64_t forgotten;    /* lent regions let go of without reuse (pool_forget) */

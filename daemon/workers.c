@@ -58,6 +58,8 @@ static void on_closed(uv_handle_t *h)
     struct workers *w = h->data;
     close(w->efd);
     w->efd = -1;
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->lock);
 }
 
 static void finish_stop(struct workers *w)
