@@ -151,11 +151,16 @@ static uint32_t miss(int c, int zero, int *clean)
  * 0.1 ms per MiB (DRAM write speed), a LEND of regions the daemon zeroed in
  * the background ~25 us whatever the size. So from a huge page up, trade:
  * take zeroed regions and give the daemon as many dirty ones to zero, which
- * keeps the cache's size. UINT32_MAX when the daemon has none ready. */
+ * keeps the cache's size. UINT32_MAX when the daemon has none ready.
+ * Off unless ZK_NALLOC_CALLOC_TRADE=1: where one core fills the memory bus
+ * (the test VM), the daemon's zeroing slows the caller as much as its own
+ * memset would (see TRADE_ZERO_RATE). */
+int zkn__calloc_trade;
+
 static uint32_t zeroed_swap(int c)
 {
     uint64_t now = zkn__now_ns();
-    if (zkn__win.cls[c].size < ZKN_HUGE_PAGE_SIZE || !zkn__daemon_connected() ||
+    if (!zkn__calloc_trade || zkn__win.cls[c].size < ZKN_HUGE_PAGE_SIZE || !zkn__daemon_connected() ||
         !daemon_preferred(c) || now < atomic_load_explicit(&swap_quiet[c], memory_order_relaxed))
         return UINT32_MAX;
     /* As many as are cached dirty (they go back), as a miss batch would. */

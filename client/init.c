@@ -32,6 +32,8 @@ static void init_once(void)
     if (!env || !*env || zkn_parse_size(env, &cap) != 0)
         cap = default_cap();
     zkn__thp_anon = zkn__probe_thp_anon();
+    const char *trade = getenv("ZK_NALLOC_CALLOC_TRADE");
+    zkn__calloc_trade = trade && strcmp(trade, "1") == 0;
     if (zkn__cache_init(cap) != 0)
         return; /* without thread-exit hand-back, do not cache per thread: no window */
     if (zkn__window_reserve() == 0)

@@ -174,6 +174,8 @@ void zkn__slot_put_run(int c, uint32_t first, uint32_t k);
 
 /* counters.c: the cache's byte budget, shared by cache.c and bank.c. */
 extern uint64_t zkn__cache_cap;
+/* ZK_NALLOC_CALLOC_TRADE=1: calloc trades dirty blocks for daemon-zeroed ones (alloc.c). */
+extern int zkn__calloc_trade;
 extern _Atomic uint64_t zkn__bytes_cached;
 /* Takes size bytes of the budget; 1 when they fit under the cap. */
 int zkn__cache_reserve(uint64_t size);

@@ -28,7 +28,9 @@ START_TEST(over_the_cap_regions_go_back)
 }
 END_TEST
 
-START_TEST(calloc_trades_dirty_blocks_for_zeroed_ones)
+/* Eight dirty 4 MiB blocks cached, with the daemon's zeroing of the class
+ * done. */
+static void cache_dirty_4m(struct zkn_stats *s0)
 {
     void *p[8];
     for (int i = 0; i < 8; i++) {
@@ -39,8 +41,8 @@ START_TEST(calloc_trades_dirty_blocks_for_zeroed_ones)
     zkn_release_cache(); /* unused extras of the LEND batches go back */
     for (int i = 0; i < 8; i++)
         zkn_free(p[i]);
-    struct zkn_stats s0 = zkn_test_lib_stats();
-    ck_assert_uint_eq(s0.bytes_cached, 32 * MiB); /* all dirty */
+    *s0 = zkn_test_lib_stats();
+    ck_assert_uint_eq(s0->bytes_cached, 32 * MiB); /* all dirty */
     /* Once the daemon has zeroed regions of the class ready again... */
     json_int_t ready = 0;
     for (int i = 0; i < 1000 && ready < 2; i++) {
@@ -51,6 +53,13 @@ START_TEST(calloc_trades_dirty_blocks_for_zeroed_ones)
             zkn_test_sleep_ms(10);
     }
     ck_assert_int_ge(ready, 2);
+}
+
+START_TEST(calloc_trades_dirty_blocks_for_zeroed_ones)
+{
+    setenv("ZK_NALLOC_CALLOC_TRADE", "1", 1);
+    struct zkn_stats s0;
+    cache_dirty_4m(&s0);
     unsigned char *q = zkn_calloc(1, 4 * MiB);
     ck_assert_ptr_nonnull(q);
     ck_assert(zkn_test_all_byte(q, 4 * MiB, 0));
@@ -61,6 +70,21 @@ START_TEST(calloc_trades_dirty_blocks_for_zeroed_ones)
     ck_assert_uint_eq(s1.misses, s0.misses + 1);
     ck_assert_uint_gt(s1.daemon_returns, s0.daemon_returns);
     ck_assert_uint_le(s1.bytes_cached, s0.bytes_cached);
+    zkn_free(q);
+}
+END_TEST
+
+START_TEST(calloc_zeroes_its_own_block_by_default)
+{
+    struct zkn_stats s0;
+    cache_dirty_4m(&s0);
+    unsigned char *q = zkn_calloc(1, 4 * MiB);
+    ck_assert_ptr_nonnull(q);
+    ck_assert(zkn_test_all_byte(q, 4 * MiB, 0));
+    struct zkn_stats s1 = zkn_test_lib_stats();
+    ck_assert_uint_eq(s1.hits, s0.hits + 1); /* a dirty block of its own, zeroed here */
+    ck_assert_uint_eq(s1.daemon_lends, s0.daemon_lends);
+    ck_assert_uint_eq(s1.daemon_returns, s0.daemon_returns);
     zkn_free(q);
 }
 END_TEST
@@ -217,6 +241,7 @@ static Suite *suite(void)
     tcase_add_test(t, one_log_line_at_most);
     tcase_add_test(t, over_the_cap_regions_go_back);
     tcase_add_test(t, calloc_trades_dirty_blocks_for_zeroed_ones);
+    tcase_add_test(t, calloc_zeroes_its_own_block_by_default);
     tcase_add_test(t, threads_share_daemon_regions);
     tcase_add_test(t, release_while_threads_use_daemon_regions);
     tcase_add_test(t, no_fd_leaks_with_daemon);
