@@ -79,9 +79,11 @@ static void report(const char *title, const struct zkn_stats *s)
     line(&r, "zeroed_swaps    ", atomic_load(&zkn__ctr.zeroed_swaps));
     for (size_t off = 0; off < r.len;) {
         ssize_t w = write(2, r.buf + off, r.len - off);
-        if (w <= 0 && errno != EINTR)
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
             return;
-        off += w > 0 ? (size_t)w : 0;
+        off += (size_t)w;
     }
 }
 
