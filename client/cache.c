@@ -154,12 +154,14 @@ static void shared_push_locked(int c, uint32_t idx)
     w->shared_count[k]++;
 }
 
-/* Which entries a taker wants: those whose low bits, masked, equal want. */
+/* Which entries a taker wants: those whose bits, masked, equal want. */
 struct kind {
     uint32_t mask, want;
 };
 #define KIND_CLEAN(k) ((struct kind){1u, (uint32_t)(k)})
 #define KIND_PRIVATE ((struct kind){2u, 0u})
+/* The one entry of slot idx, whatever its clean and daemon bits. */
+#define KIND_SLOT(idx) ((struct kind){~3u, ENT(idx, 0, 0)})
 
 static int kind_ok(uint32_t v, struct kind k)
 {
@@ -282,30 +284,8 @@ uint32_t zkn__cache_take_private(int c)
  * not found or its owner took it first. Under zkn__glock. */
 static int extract_locked(int c, uint32_t idx)
 {
-    struct zkn__class_win *w = &zkn__win.cls[c];
-    for (int k = 0; k <= 1; k++)
-        for (uint32_t *link = &w->shared_head[k]; *link; link = &w->slots[*link - 1].next) {
-            if (*link - 1 != idx)
-                continue;
-            *link = w->slots[idx].next;
-            w->slots[idx].next = 0;
-            w->shared_count[k]--;
-            return 1;
-        }
-    for (struct zkn__tcache *tc = registry; tc; tc = tc->next)
-        for (int i = 0; i < TC_PER_CLASS; i++) {
-            uint32_t v = atomic_load_explicit(&tc->ent[c][i], memory_order_relaxed);
-            if (!v || ENT_IDX(v) != idx)
-                continue;
-            if (!(v = atomic_exchange(&tc->ent[c][i], 0)))
-                return 0;
-            atomic_fetch_sub_explicit(&tc->bytes, w->size, memory_order_relaxed);
-            if (ENT_IDX(v) == idx)
-                return 1;
-            shared_push_locked(c, ENT_IDX(v)); /* replaced meanwhile (see tc_take) */
-            return 0;
-        }
-    return 0;
+    return shared_pop_locked(c, KIND_SLOT(idx)) != UINT32_MAX ||
+           steal_locked(c, KIND_SLOT(idx)) != UINT32_MAX;
 }
 
 uint32_t zkn__cache_take_run(int c, uint32_t k, int *clean)
