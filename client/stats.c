@@ -9,16 +9,15 @@
 #include "internal.h"
 
 
-int zkn_stats(struct zkn_stats *out)
+/* The counters as they are: atomic loads only, so a signal handler may call it. */
+static void snapshot(struct zkn_stats *out)
 {
-    zkn__init(); /* the cap in force is known once configured */
     memset(out, 0, sizeof *out);
     out->hits = atomic_load(&zkn__ctr.hits);
     out->misses = atomic_load(&zkn__ctr.misses);
     out->bytes_cached = atomic_load(&zkn__bytes_cached);
     out->bytes_leased = atomic_load(&zkn__ctr.bytes_leased);
     out->bytes_live = atomic_load(&zkn__ctr.bytes_live);
-    zkn__daemon_poll(); /* a daemon that went away is noticed here, not later */
     out->daemon_connected = (uint64_t)zkn__daemon_connected();
     out->fallbacks = atomic_load(&zkn__ctr.fallbacks);
     out->reconnects = atomic_load(&zkn__ctr.reconnects);
@@ -26,6 +25,13 @@ int zkn_stats(struct zkn_stats *out)
     out->daemon_returns = atomic_load(&zkn__ctr.returns);
     out->libc_fallbacks = atomic_load(&zkn__ctr.libc_fallbacks);
     out->cache_cap = zkn__cache_cap;
+}
+
+int zkn_stats(struct zkn_stats *out)
+{
+    zkn__init();        /* the cap in force is known once configured */
+    zkn__daemon_poll(); /* a daemon that went away is noticed here, not later */
+    snapshot(out);
     return 0;
 }
 
@@ -98,26 +104,14 @@ __attribute__((destructor)) static void show_stats_at_exit(void)
 }
 
 /* ZK_NALLOC_STATS_SIGNAL: the report on demand, for a long-lived process.
- * The handler reads the counters as they are (zkn_stats() itself may take
- * the daemon link's lock, which a signal must not). */
+ * The handler only snapshots (zkn_stats() itself may take the daemon link's
+ * lock, which a signal must not). */
 static void on_stats_signal(int sig)
 {
     (void)sig;
     int saved = errno;
-    struct zkn_stats s = {
-        .hits = atomic_load(&zkn__ctr.hits),
-        .misses = atomic_load(&zkn__ctr.misses),
-        .bytes_cached = atomic_load(&zkn__bytes_cached),
-        .bytes_leased = atomic_load(&zkn__ctr.bytes_leased),
-        .bytes_live = atomic_load(&zkn__ctr.bytes_live),
-        .daemon_connected = (uint64_t)zkn__daemon_connected(),
-        .fallbacks = atomic_load(&zkn__ctr.fallbacks),
-        .reconnects = atomic_load(&zkn__ctr.reconnects),
-        .daemon_lends = atomic_load(&zkn__ctr.lends),
-        .daemon_returns = atomic_load(&zkn__ctr.returns),
-        .libc_fallbacks = atomic_load(&zkn__ctr.libc_fallbacks),
-        .cache_cap = zkn__cache_cap,
-    };
+    struct zkn_stats s;
+    snapshot(&s);
     report("zknalloc: stats (signal)\n", &s);
     errno = saved;
 }
