@@ -121,15 +121,11 @@ static uint32_t new_local_run(int c, uint32_t *extra)
     uint32_t idx = zkn__slot_take_run(c, k);
     if (idx == UINT32_MAX)
         return UINT32_MAX;
-    void *p = zkn__slot_addr(c, idx);
-    if (mmap(p, ZKN_HUGE_PAGE_SIZE, PROT_READ | PROT_WRITE,
-             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED) {
+    if (zkn__region_map_fresh(zkn__slot_addr(c, idx), ZKN_HUGE_PAGE_SIZE) != 0) {
         for (uint32_t i = 0; i < k; i++)
             zkn__slot_release_empty(c, idx + i);
         return UINT32_MAX;
     }
-    (void)madvise(p, ZKN_HUGE_PAGE_SIZE, MADV_HUGEPAGE);
-    atomic_fetch_add_explicit(&zkn__ctr.bytes_fresh, ZKN_HUGE_PAGE_SIZE, memory_order_relaxed);
     for (uint32_t i = 0; i < k; i++)
         zkn__region_set_private(c, idx + i, 1);
     atomic_store_explicit(&zkn__win.cls[c].slots[idx].run, 1, memory_order_relaxed);
@@ -146,18 +142,12 @@ uint32_t zkn__region_new_local(int c, uint32_t *extra)
     uint32_t idx = zkn__slot_take(c);
     if (idx == UINT32_MAX)
         return UINT32_MAX;
-    uint64_t size = zkn__win.cls[c].size;
-    void *p = zkn__slot_addr(c, idx);
-    if (mmap(p, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) ==
-        MAP_FAILED) {
+    if (zkn__region_map_fresh(zkn__slot_addr(c, idx), zkn__win.cls[c].size) != 0) {
         /* A failed MAP_FIXED may have dropped the reservation; restore it or
          * leave the slot abandoned (BUSY) so nothing ever maps there again. */
-        if (unmap_slot(p, size) == 0)
-            zkn__slot_put(c, idx);
+        zkn__slot_release_empty(c, idx);
         return UINT32_MAX;
     }
-    advise_huge(p, size);
-    atomic_fetch_add_explicit(&zkn__ctr.bytes_fresh, size, memory_order_relaxed);
     zkn__region_set_private(c, idx, 1);
     return idx;
 }
