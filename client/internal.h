@@ -123,8 +123,8 @@ static inline uint32_t zkn__slot_of(int c, const void *p, int *exact)
 int zkn__window_reserve(void);
 /* A never-used or released slot of class c (state SLOT_BUSY), or UINT32_MAX. */
 uint32_t zkn__slot_take(int c);
-/* k never-used slots in a row, the first k-aligned (SLOT_BUSY), or
- * UINT32_MAX; returns the first. */
+/* k slots in a row for a run (SLOT_BUSY): a released run, else never-used
+ * ones, the first k-aligned. The first, or UINT32_MAX. */
 uint32_t zkn__slot_take_run(int c, uint32_t k);
 /* Back to the free list; the slot must already be PROT_NONE again. */
 void zkn__slot_put(int c, uint32_t idx);

@@ -112,68 +112,31 @@ int zkn__class_for(size_t size, size_t align)
     return -1;
 }
 
-uint32_t zkn__slot_take(int c)
+/* k slots in a row, SLOT_BUSY: the head of list (released slots or runs,
+ * linked through next), else never-used ones, the first k-aligned. The
+ * first, or UINT32_MAX. */
+static uint32_t take_slots(int c, uint32_t *list, uint32_t k)
 {
     struct zkn__class_win *w = &zkn__win.cls[c];
     uint32_t idx = UINT32_MAX;
     pthread_mutex_lock(&zkn__glock);
-    if (w->free_head) {
-        idx = w->free_head - 1;
-        w->free_head = w->slots[idx].next;
-    } else if (w->hwm < w->nslots) {
-        idx = w->hwm++;
-    }
-    if (idx != UINT32_MAX) {
-        w->slots[idx].next = 0;
-        atomic_store_explicit(&w->slots[idx].state, SLOT_BUSY, memory_order_relaxed);
-    }
-    pthread_mutex_unlock(&zkn__glock);
-    return idx;
-}
-
-uint32_t zkn__slot_take_run(int c, uint32_t k)
-{
-    struct zkn__class_win *w = &zkn__win.cls[c];
-    uint32_t idx = UINT32_MAX;
-    pthread_mutex_lock(&zkn__glock);
-    /* A released run, else never-used slots: single released slots are
-     * scattered over the window (single blocks reuse those). */
-    if (w->free_runs) {
-        idx = w->free_runs - 1;
-        w->free_runs = w->slots[idx].next;
+    if (*list) {
+        idx = *list - 1;
+        *list = w->slots[idx].next;
     } else if (w->hwm % k == 0 && w->nslots - w->hwm >= k) {
         idx = w->hwm;
         w->hwm += k;
     }
-    if (idx != UINT32_MAX) {
-        for (uint32_t i = idx; i < idx + k; i++) {
-            w->slots[i].next = 0;
-            atomic_store_explicit(&w->slots[i].state, SLOT_BUSY, memory_order_relaxed);
-        }
+    for (uint32_t i = idx; idx != UINT32_MAX && i < idx + k; i++) {
+        w->slots[i].next = 0;
+        atomic_store_explicit(&w->slots[i].state, SLOT_BUSY, memory_order_relaxed);
     }
     pthread_mutex_unlock(&zkn__glock);
     return idx;
 }
 
-static void slot_put_locked(int c, uint32_t idx)
-{
-    struct zkn__class_win *w = &zkn__win.cls[c];
-    struct zkn__slot *s = &w->slots[idx];
-    s->flags = 0;
-    s->id = 0;
-    atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
-    s->next = w->free_head;
-    w->free_head = idx + 1;
-}
-
-void zkn__slot_put(int c, uint32_t idx)
-{
-    pthread_mutex_lock(&zkn__glock);
-    slot_put_locked(c, idx);
-    pthread_mutex_unlock(&zkn__glock);
-}
-
-void zkn__slot_put_run(int c, uint32_t first, uint32_t k)
+/* Slots [first, first + k) back, SLOT_FREE, linked onto list as one entry. */
+static void put_slots(int c, uint32_t *list, uint32_t first, uint32_t k)
 {
     struct zkn__class_win *w = &zkn__win.cls[c];
     pthread_mutex_lock(&zkn__glock);
@@ -182,9 +145,31 @@ void zkn__slot_put_run(int c, uint32_t first, uint32_t k)
         w->slots[i].id = 0;
         atomic_store_explicit(&w->slots[i].state, SLOT_FREE, memory_order_release);
     }
-    w->slots[first].next = w->free_runs;
-    w->free_runs = first + 1;
+    w->slots[first].next = *list;
+    *list = first + 1;
     pthread_mutex_unlock(&zkn__glock);
+}
+
+uint32_t zkn__slot_take(int c)
+{
+    return take_slots(c, &zkn__win.cls[c].free_head, 1);
+}
+
+/* A released run first: single released slots are scattered over the
+ * window (single blocks reuse those). */
+uint32_t zkn__slot_take_run(int c, uint32_t k)
+{
+    return take_slots(c, &zkn__win.cls[c].free_runs, k);
+}
+
+void zkn__slot_put(int c, uint32_t idx)
+{
+    put_slots(c, &zkn__win.cls[c].free_head, idx, 1);
+}
+
+void zkn__slot_put_run(int c, uint32_t first, uint32_t k)
+{
+    put_slots(c, &zkn__win.cls[c].free_runs, first, k);
 }
 
 _Noreturn void zkn__die_bad_pointer(const char *fn, const void *p, const char *why)
