@@ -70,25 +70,24 @@ def timed(argv, env, cwd, timeout):
     return p.returncode, wall, ru, text
 
 
-def zk_stats(stderr):
-    st = {}
-    for line in stderr.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "zknalloc:" and parts[2].isdigit():
-            st[parts[1]] = int(parts[2])
-    return st
-
-
-def zk_stats_reports(stderr):
-    """The ZK_NALLOC_STATS_SIGNAL reports in stderr, in order, each a dict like zk_stats's."""
+def zk_reports(stderr):
+    """libzknalloc's stats reports in stderr, in order: (header line, {counter: value}).
+    "zknalloc: stats" is the one at exit (ZK_NALLOC_SHOW_STATS=1), "zknalloc: stats
+    (signal)" one on ZK_NALLOC_STATS_SIGNAL."""
     reports = []
     for line in stderr.splitlines():
         parts = line.split()
-        if line.startswith("zknalloc: stats (signal)"):
-            reports.append({})
+        if line.startswith("zknalloc: stats"):
+            reports.append((line.strip(), {}))
         elif reports and len(parts) == 3 and parts[0] == "zknalloc:" and parts[2].isdigit():
-            reports[-1][parts[1]] = int(parts[2])
+            reports[-1][1][parts[1]] = int(parts[2])
     return reports
+
+
+def zk_stats(stderr):
+    """The exit report's counters ({} when there is none)."""
+    at_exit = [z for head, z in zk_reports(stderr) if head == "zknalloc: stats"]
+    return at_exit[-1] if at_exit else {}
 
 
 def preload_check(runner, v, node):
@@ -339,7 +338,7 @@ def serve_once(runner, v, t, base, circuit, proto, n, tmp, timeout):
     s["publics"] = publics
     add_zk_stats(s, v, err)
     if v.expect == "zknalloc":
-        per = zk_stats_reports(err)
+        per = [z for head, z in zk_reports(err) if head == "zknalloc: stats (signal)"]
         if len(per) != n:
             raise RuntimeError("%d ZK_NALLOC_STATS_SIGNAL reports for %d proofs" % (len(per), n))
         s["zk_stats_after_proof"] = per
