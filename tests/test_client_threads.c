@@ -101,36 +101,59 @@ START_TEST(thread_exit_hands_back_its_cache)
 }
 END_TEST
 
-static void *churn(void *arg)
+/* A churning thread: up to 8 live blocks, each checked and freed when its
+ * place comes up again, then replaced by one of size(r), from calloc
+ * (checked zero) when r & calloc_bit. NULL, or what went wrong: 1 contents
+ * damaged, 2 no block, 3 calloc not zero. */
+struct churn_plan {
+    unsigned seed;
+    int places, rounds;
+    unsigned calloc_bit;
+    size_t (*size)(unsigned r);
+};
+
+static void *churn_with(const struct churn_plan *pl)
 {
-    unsigned seed = (unsigned)(uintptr_t)arg;
-    void *live[6] = {0};
-    size_t sz[6] = {0};
-    uint64_t tag[6] = {0};
-    for (int it = 0; it < 300; it++) {
-        int k = (int)(rand_r(&seed) % 6);
+    unsigned seed = pl->seed;
+    void *live[8] = {0};
+    size_t sz[8] = {0};
+    uint64_t tag[8] = {0};
+    for (int it = 0; it < pl->rounds; it++) {
+        int k = (int)(rand_r(&seed) % (unsigned)pl->places);
         if (live[k]) {
             if (!zkn_test_check_fill(live[k], sz[k], tag[k]))
                 return (void *)1;
             zkn_free(live[k]);
         }
         unsigned r = rand_r(&seed);
-        sz[k] = (r & 1) ? 100 + r % 60000 : 64 * KiB + r % (6 * MiB);
-        live[k] = (r & 2) ? zkn_calloc(1, sz[k]) : zkn_malloc(sz[k]);
+        sz[k] = pl->size(r);
+        live[k] = (r & pl->calloc_bit) ? zkn_calloc(1, sz[k]) : zkn_malloc(sz[k]);
         if (!live[k])
             return (void *)2;
-        if ((r & 2) && !zkn_test_all_byte(live[k], sz[k], 0))
+        if ((r & pl->calloc_bit) && !zkn_test_all_byte(live[k], sz[k], 0))
             return (void *)3;
         tag[k] = (uint64_t)(uintptr_t)live[k] ^ r;
         zkn_test_fill(live[k], sz[k], tag[k]);
     }
-    for (int k = 0; k < 6; k++)
+    for (int k = 0; k < pl->places; k++)
         if (live[k]) {
             if (!zkn_test_check_fill(live[k], sz[k], tag[k]))
                 return (void *)1;
             zkn_free(live[k]);
         }
     return NULL;
+}
+
+/* Small and large sizes mixed. */
+static size_t mixed_size(unsigned r)
+{
+    return (r & 1) ? 100 + r % 60000 : 64 * KiB + r % (6 * MiB);
+}
+
+static void *churn(void *arg)
+{
+    struct churn_plan pl = {(unsigned)(uintptr_t)arg, 6, 300, 2, mixed_size};
+    return churn_with(&pl);
 }
 
 START_TEST(many_threads_verify_contents)
@@ -147,40 +170,18 @@ START_TEST(many_threads_verify_contents)
 }
 END_TEST
 
-/* Like churn, with sizes that make whole huge pages of small blocks (runs)
- * and big blocks built from them, so threads race to take, free and move
- * the same runs. */
-static void *churn_runs(void *arg)
+/* Sizes that make whole huge pages of small blocks (runs) and big blocks
+ * built from them, so threads race to take, free and move the same runs. */
+static size_t run_size(unsigned r)
 {
     static const size_t sizes[] = {256 * KiB, 512 * KiB, 1 * MiB, 3 * MiB, 6 * MiB};
-    unsigned seed = (unsigned)(uintptr_t)arg;
-    void *live[8] = {0};
-    size_t sz[8] = {0};
-    uint64_t tag[8] = {0};
-    for (int it = 0; it < 1500; it++) {
-        int k = (int)(rand_r(&seed) % 8);
-        if (live[k]) {
-            if (!zkn_test_check_fill(live[k], sz[k], tag[k]))
-                return (void *)1;
-            zkn_free(live[k]);
-        }
-        unsigned r = rand_r(&seed);
-        sz[k] = sizes[r % 5];
-        live[k] = (r & 8) ? zkn_calloc(1, sz[k]) : zkn_malloc(sz[k]);
-        if (!live[k])
-            return (void *)2;
-        if ((r & 8) && !zkn_test_all_byte(live[k], sz[k], 0))
-            return (void *)3;
-        tag[k] = (uint64_t)(uintptr_t)live[k] ^ r;
-        zkn_test_fill(live[k], sz[k], tag[k]);
-    }
-    for (int k = 0; k < 8; k++)
-        if (live[k]) {
-            if (!zkn_test_check_fill(live[k], sz[k], tag[k]))
-                return (void *)1;
-            zkn_free(live[k]);
-        }
-    return NULL;
+    return sizes[r % 5];
+}
+
+static void *churn_runs(void *arg)
+{
+    struct churn_plan pl = {(unsigned)(uintptr_t)arg, 8, 1500, 8, run_size};
+    return churn_with(&pl);
 }
 
 START_TEST(runs_move_while_threads_allocate)
