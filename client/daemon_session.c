@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "daemon_core.h"
+#include "env.h"
 #include "os.h"
 #include "sockpath.h"
 #include "wire.h"

@@ -22,6 +22,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "internal.h"
 #include "os.h"
 #include "zkn_proto.h"
@@ -30,7 +31,7 @@
 #define HUGETLBFS_FS_MAGIC 0x958458f6
 
 /* ZK_NALLOC_DAEMON_UID: a numeric uid (no name lookup: that would allocate).
- * (uid_t)-1 when unset or not a number. */
+ * (uid_t)-1 when unset or rejected (then it trusts no further uid). */
 static uid_t configured_uid(void)
 {
     return (uid_t)zkn__env_uint("ZK_NALLOC_DAEMON_UID", 0, UINT32_MAX - 1, UINT32_MAX);

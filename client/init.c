@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "internal.h"
 #include "os.h"
 
@@ -27,13 +28,15 @@ static uint64_t default_cap(void)
 
 static void init_once(void)
 {
-    const char *env = getenv("ZK_NALLOC_CACHE_BYTES");
+    const char *env = zkn__env("ZK_NALLOC_CACHE_BYTES");
     uint64_t cap;
-    if (!env || !*env || zkn_parse_size(env, &cap) != 0)
+    if (!env || zkn_parse_size(env, &cap) != 0) {
+        if (env)
+            zkn__env_reject("ZK_NALLOC_CACHE_BYTES", env, "a size in bytes, K, M or G (512M)");
         cap = default_cap();
+    }
     zkn__thp_anon = zkn__probe_thp_anon();
-    const char *trade = getenv("ZK_NALLOC_CALLOC_TRADE");
-    zkn__calloc_trade = trade && strcmp(trade, "1") == 0;
+    zkn__calloc_trade = zkn__env_flag("ZK_NALLOC_CALLOC_TRADE");
     if (zkn__cache_init(cap) != 0)
         return; /* without thread-exit hand-back, do not cache per thread: no window */
     if (zkn__window_reserve() == 0)

@@ -16,20 +16,6 @@ size_t zkn__page_size(void)
     return ps > 0 ? (size_t)ps : 4096;
 }
 
-uint64_t zkn__env_uint(const char *name, uint64_t min, uint64_t max, uint64_t dflt)
-{
-    const char *s = secure_getenv(name);
-    uint64_t v = 0;
-    if (!s || !*s)
-        return dflt;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9' || v > (UINT64_MAX - 9) / 10)
-            return dflt;
-        v = v * 10 + (uint64_t)(*s - '0');
-    }
-    return v >= min && v <= max ? v : dflt;
-}
-
 static void *map_none(size_t len)
 {
     void *p = mmap(NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

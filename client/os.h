@@ -26,9 +26,6 @@
 #endif
 
 size_t zkn__page_size(void);
-/* The environment variable as a decimal number in [min, max]; dflt when it
- * is unset, empty or anything else. secure_getenv, no allocation. */
-uint64_t zkn__env_uint(const char *name, uint64_t min, uint64_t max, uint64_t dflt);
 /* Monotonic nanoseconds from the vDSO (never a syscall), ms resolution. */
 uint64_t zkn__now_ns(void);
 /* 1 when anonymous memory can get transparent huge pages (madvise/always). */

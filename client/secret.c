@@ -46,6 +46,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "libc_alloc.h"
 #include "os.h"
 #include "zknalloc.h"
@@ -214,15 +215,18 @@ static void unreserve(struct zkn_secret *s)
 enum backing_choice { CHOOSE_AUTO, CHOOSE_MEMFD_SECRET, CHOOSE_MLOCK };
 
 /* ZK_NALLOC_SECRET_BACKING: "mlock" (private anonymous only), "memfd_secret"
- * (that or fail), anything else or unset: memfd_secret when it works, else
- * mlock. Ignored in setuid programs. */
+ * (that or fail); unset or rejected: memfd_secret when it works, else mlock.
+ * Ignored in setuid programs. */
 static enum backing_choice backing_choice(void)
 {
-    const char *v = secure_getenv("ZK_NALLOC_SECRET_BACKING");
-    if (v && strcmp(v, "mlock") == 0)
+    const char *v = zkn__env("ZK_NALLOC_SECRET_BACKING");
+    if (!v)
+        return CHOOSE_AUTO;
+    if (strcmp(v, "mlock") == 0)
         return CHOOSE_MLOCK;
-    if (v && strcmp(v, "memfd_secret") == 0)
+    if (strcmp(v, "memfd_secret") == 0)
         return CHOOSE_MEMFD_SECRET;
+    zkn__env_reject("ZK_NALLOC_SECRET_BACKING", v, "mlock or memfd_secret");
     return CHOOSE_AUTO;
 }
 

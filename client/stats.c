@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "internal.h"
 
 
@@ -95,8 +96,7 @@ static void report(const char *title, const struct zkn_stats *s)
 
 __attribute__((destructor)) static void show_stats_at_exit(void)
 {
-    const char *env = getenv("ZK_NALLOC_SHOW_STATS");
-    if (!env || strcmp(env, "1") != 0)
+    if (!zkn__env_flag("ZK_NALLOC_SHOW_STATS"))
         return;
     struct zkn_stats s;
     zkn_stats(&s);
@@ -136,8 +136,8 @@ static int stats_signal(const char *v)
  * large request has come yet. Only getenv and sigaction run here. */
 __attribute__((constructor)) static void install_stats_signal(void)
 {
-    const char *env = getenv("ZK_NALLOC_STATS_SIGNAL");
-    if (!env || !*env)
+    const char *env = zkn__env("ZK_NALLOC_STATS_SIGNAL");
+    if (!env)
         return;
     int sig = stats_signal(env);
     struct sigaction sa;
@@ -146,6 +146,6 @@ __attribute__((constructor)) static void install_stats_signal(void)
     sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
     if (!sig || sigaction(sig, &sa, NULL) != 0)
-        zkn__write_str(2, "zknalloc: ZK_NALLOC_STATS_SIGNAL must be USR1, USR2 or a real-time "
-                       "signal's number: ignored\n");
+        zkn__env_reject("ZK_NALLOC_STATS_SIGNAL", env,
+                        "USR1, USR2 or a real-time signal's number");
 }

@@ -300,7 +300,47 @@ START_TEST(stats_on_signal)
     run(&r, argv, 1, bad);
     ck_assert_msg(WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGUSR2,
                   "status %d: no handler, so SIGUSR2 ends python", r.status);
-    ck_assert_msg(strstr(r.err, "ZK_NALLOC_STATS_SIGNAL must be"), "no warning: %s", r.err);
+    ck_assert_msg(strstr(r.err, "zknalloc: ZK_NALLOC_STATS_SIGNAL=HUP: expected USR1, USR2"),
+                  "no warning: %s", r.err);
+}
+END_TEST
+
+static int count_of(const char *text, const char *what)
+{
+    int n = 0;
+    for (const char *p = strstr(text, what); p; p = strstr(p + 1, what))
+        n++;
+    return n;
+}
+
+START_TEST(bad_settings_named_once)
+{
+    SKIP_UNLESS_DROPIN();
+    const char *py = find_program("python3");
+    if (!py) {
+        printf("bad_settings_named_once: skipped: python3 not installed\n");
+        return;
+    }
+    /* Each unusable value is named once, however often it is read (the wait
+     * at every connection attempt), and the program runs on the defaults. */
+    static struct zkn_test_daemon d;
+    zkn_test_daemon_up(&d, NULL, NULL); /* sets ZK_NALLOC_SOCKET */
+    const char *argv[] = {py, "-c", py_script, NULL};
+    const char *env[] = {"ZK_NALLOC_CACHE_BYTES=lots", "ZK_NALLOC_CALLOC_TRADE=yes",
+                         "ZK_NALLOC_DAEMON_WAIT_MS=5000", NULL};
+    static struct run pre;
+    same_output(argv, env, &pre);
+    ck_assert_int_eq(count_of(pre.err, "zknalloc: ZK_NALLOC_CACHE_BYTES=lots: expected a size"), 1);
+    ck_assert_int_eq(count_of(pre.err, "zknalloc: ZK_NALLOC_CALLOC_TRADE=yes: expected 0 or 1; "
+                                       "ignored\n"), 1);
+    ck_assert_int_eq(count_of(pre.err, "zknalloc: ZK_NALLOC_DAEMON_WAIT_MS=5000: expected a whole "
+                                       "number from 1 to 1000; ignored\n"), 1);
+    ck_assert_int_eq(count_of(pre.err, "; ignored\n"), 3);
+    /* The defaults: a cache of min(RAM/8, 1 GiB), and the daemon still served. */
+    ck_assert_int_gt(stat_of(pre.err, "cache_cap"), 0);
+    ck_assert_int_le(stat_of(pre.err, "cache_cap"), 1ll << 30);
+    ck_assert_int_gt(stat_of(pre.err, "daemon_lends"), 0);
+    zkn_test_daemon_down(&d);
 }
 END_TEST
 
@@ -416,6 +456,7 @@ static Suite *suite(void)
     tcase_add_test(t, dropin_serves_this_process);
     tcase_add_test(t, python3_preloaded);
     tcase_add_test(t, stats_on_signal);
+    tcase_add_test(t, bad_settings_named_once);
     tcase_add_test(t, python3_preloaded_with_daemon_and_fork);
     tcase_add_test(t, sqlite3_preloaded);
     tcase_add_test(t, git_preloaded);

@@ -62,6 +62,37 @@ START_TEST(test_backing_reported)
 }
 END_TEST
 
+/* A backing it does not know is named on stderr, once, and the default is
+ * used: a typo must not quietly pick something else. */
+START_TEST(test_unknown_backing_named)
+{
+    ck_assert_int_eq(setenv("ZK_NALLOC_SECRET_BACKING", "mlocked", 1), 0);
+    char path[] = "/tmp/zkn-secret-stderr-XXXXXX";
+    int fd = mkstemp(path);
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    int saved = dup(2);
+    ck_assert_int_ge(saved, 0);
+    ck_assert_int_eq(dup2(fd, 2), 2);
+    zkn_secret *a = zkn_secret_new(100), *b = zkn_secret_new(100);
+    ck_assert_int_eq(dup2(saved, 2), 2);
+    close(saved);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_int_eq(zkn_secret_backing_of(a), expected_backing(0));
+    zkn_secret_free(a);
+    zkn_secret_free(b);
+    char err[512];
+    ssize_t n = pread(fd, err, sizeof err - 1, 0);
+    close(fd);
+    ck_assert_int_gt(n, 0);
+    err[n] = '\0';
+    ck_assert_str_eq(err, "zknalloc: ZK_NALLOC_SECRET_BACKING=mlocked: expected mlock or "
+                          "memfd_secret; ignored\n");
+    ck_assert_int_eq(unsetenv("ZK_NALLOC_SECRET_BACKING"), 0);
+}
+END_TEST
+
 /* Zeroed, the right length, 64-byte aligned, writable end to end, and at the
  * end of its pages. */
 START_TEST(test_basic)
@@ -211,6 +242,7 @@ static Suite *secret_suite(void)
     TCase *tc = zkn_test_tcase(s, "secret", 60);
     tcase_add_test(tc, test_bad_sizes);
     tcase_add_loop_test(tc, test_backing_reported, 0, 2);
+    tcase_add_test(tc, test_unknown_backing_named);
     tcase_add_loop_test(tc, test_basic, 0, 2);
     tcase_add_loop_test(tc, test_guard_after, 0, 2);
     tcase_add_loop_test(tc, test_guard_before, 0, 2);
