@@ -13,7 +13,7 @@
 # LD_PRELOAD by bench/run.py, one process per run.
 
 BENCH_DIR = $(B)/bench
-BENCH_PROGS = zk_patterns contention coldstart prover small lend_rtt fork
+BENCH_PROGS = zk_patterns contention coldstart prover small lend_rtt fork fault_cost
 BENCH_BINS = $(addprefix $(BENCH_DIR)/,$(BENCH_PROGS))
 # -fno-builtin-*: the compiler must not fold or drop the allocations under test.
 BENCH_CFLAGS = -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -g -pthread \

@@ -1451,7 +1451,8 @@ def main():
         bad = [p for p in a.progs.split(",") if p not in FAMILIES]
         if bad:
             ap.error("unknown families %s (known: %s)" % (",".join(bad), " ".join(FAMILIES)))
-    for prog in ("zk_patterns", "contention", "coldstart", "prover", "small", "lend_rtt", "fork"):
+    for prog in ("zk_patterns", "contention", "coldstart", "prover", "small", "lend_rtt", "fork",
+                 "fault_cost"):
         if not os.access(os.path.join(build, "bench", prog), os.X_OK):
             print("bench: %s/bench/%s missing; run `make bench-build`" % (build, prog), file=sys.stderr)
             return 2

@@ -39,8 +39,11 @@ SERVICE_SKIP = {"plonk": "not run: a plonk proof takes 70-100 s at 2^16 on the 2
 
 PLANS = {
     # circuit, [(protocol, proofs per allocator)]
-    "full": {"circuit": "2^16", "proofs": [("groth16", 5), ("plonk", 3)]},
-    "quick": {"circuit": "2^14", "proofs": [("groth16", 3)]},  # about a minute
+    # fault_cost: bench/fault_cost's MiB, rounds, pause ms (see fault_cost below)
+    "full": {"circuit": "2^16", "proofs": [("groth16", 5), ("plonk", 3)],
+             "fault_cost": (256, 3, 3000)},
+    "quick": {"circuit": "2^14", "proofs": [("groth16", 3)],  # about a minute
+              "fault_cost": (128, 1, 3000)},
 }
 
 
@@ -152,6 +155,29 @@ def add_zk_stats(s, v, err):
         s["zk_stats"] = z
 
 
+def fault_cost(runner, plan):
+    """Where the machine charges fresh memory's first touch (bench/fault_cost: 4 KiB pages
+    against transparent huge pages, fresh child processes): the context the sys column
+    needs, since libzknalloc faults huge pages and most peers 4 KiB ones.
+    {"4k"|"thp": {"mib", "wall_ms", "user_ms", "sys_ms"} (medians)}, or {"error": why}."""
+    prog = os.path.join(runner.build, "bench", "fault_cost")
+    mib, rounds, pause_ms = plan["fault_cost"]
+    try:
+        p = subprocess.run([prog, str(mib), str(rounds), str(pause_ms)], capture_output=True,
+                           text=True, timeout=60 + rounds * 2 * (pause_ms / 1000 + 20))
+    except (OSError, subprocess.SubprocessError) as e:
+        return {"error": "%s: %s" % (prog, e)}
+    if p.returncode != 0:
+        return {"error": "%s exited %d: %s" % (prog, p.returncode, p.stderr.strip()[:300])}
+    out = {}
+    for line in p.stdout.splitlines():
+        r = json.loads(line)
+        out[r["case"]] = {"mib": r["mib"], "wall_ms": statistics.median(r["samples"]),
+                          "user_ms": statistics.median(r["user_ms"]),
+                          "sys_ms": statistics.median(r["sys_ms"]), "rounds": len(r["samples"])}
+    return out
+
+
 def run_family(runner, variants, mode, R, proofs=None):
     """The `real` family, inside bench/run.py's bench_all. R: the run.py module;
     proofs: [(protocol, proofs per allocator)] instead of the plan's."""
@@ -197,6 +223,8 @@ def run_family(runner, variants, mode, R, proofs=None):
             res["skipped"][v.name] = why
             runner.fail(v, "real", ["preload"], why)
     res["service"] = {"proofs": {}, "samples": {}, "order": {}, "skipped": dict(SERVICE_SKIP)}
+    say("  fresh-page cost, 4 KiB against huge pages (bench/fault_cost)")
+    res["fault_cost"] = fault_cost(runner, plan)
     tmp = tempfile.mkdtemp(prefix="zkn-real-")
     try:
         for proto, n in plan["proofs"]:
