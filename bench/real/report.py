@@ -327,8 +327,9 @@ def fault_cost_section(res):
     per = lambda x, key: x[key] / x["mib"]  # noqa: E731  (ms per MiB)
     L += ["`bench/fault_cost %d %d` before the proofs: a fresh child process writes one byte per "
           "4 KiB into %d MiB of new private memory, after the machine sat idle long enough to "
-          "hand freed memory back to its host; median of %d children each:" % (
-              k["mib"], k["rounds"], k["mib"], k["rounds"]), "",
+          "hand freed memory back to its host; %s each:" % (
+              k["mib"], k["rounds"], k["mib"],
+              "median of %d children" % k["rounds"] if k["rounds"] > 1 else "one child"), "",
           "| pages | wall ms per MiB | user ms per MiB | sys ms per MiB |", "|---|---|---|---|",
           "| 4 KiB | %.2f | %.2f | %.2f |" % (per(k, "wall_ms"), per(k, "user_ms"), per(k, "sys_ms")),
           "| 2 MiB (THP) | %.2f | %.2f | %.2f |" % (
