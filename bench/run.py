@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 
+from figures import num  # bench/figures.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # ----------------------------------------------------------------- variants
@@ -411,18 +413,6 @@ def section(title):
 def fmt_stat(xs, unit):
     med = statistics.median(xs)
     return "%s (%s-%s) %s" % (num(med), num(min(xs)), num(max(xs)), unit)
-
-
-def num(x):
-    if x == 0:
-        return "0"
-    if abs(x) >= 100:
-        return "%.0f" % x
-    if abs(x) >= 10:
-        return "%.1f" % x
-    if abs(x) >= 1:
-        return "%.2f" % x
-    return "%.3f" % x
 
 
 def progress(d):
@@ -923,7 +913,9 @@ def targets(by, cases, variants, runner):
     return rows
 
 
-def write_reports(runner, variants, mode, started, out):
+def write_reports(runner, variants, mode, took_s, out):
+    """took_s: the run's length (None: not known, as for a report rewritten from an older
+    results.json)."""
     os.makedirs(out, exist_ok=True)
     m = getattr(runner, "machine", None) or machine_info()
     by, cases = index(runner.results)
@@ -934,12 +926,12 @@ def write_reports(runner, variants, mode, started, out):
     L.append("# zk-nalloc benchmark results (`make %s`)" % ("bench" if mode == "full" else
                                                             "bench-" + mode))
     L.append("")
-    L.append("Measured %s in %.0f s, commit %s. Every figure is **median (min–max)** of the "
+    L.append("Measured %s%s, commit %s. Every figure is **median (min–max)** of the "
              "repetitions of one run; **bold** is the ratio to the physical floor measured in the "
              "same process: the same writes into memory that was faulted in once and kept "
              "(1.00x = the floor; for GB/s, floor ÷ measured). These machines are noisy: compare "
-             "ratios, not absolute times across runs." % (m["date_utc"], time.time() - started,
-                                                          m["commit"] or "?"))
+             "ratios, not absolute times across runs." % (
+                 m["date_utc"], "" if took_s is None else " in %.0f s" % took_s, m["commit"] or "?"))
     L.append("")
     L.append("## Machine")
     L.append("")
@@ -1141,7 +1133,8 @@ def write_reports(runner, variants, mode, started, out):
         for k, val in m.items():
             f.write("%s: %s\n" % (k, val))
     with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"machine": m, "mode": mode, "load_start": getattr(runner, "load_start", None),
+        json.dump({"machine": m, "mode": mode, "took_s": took_s,
+                   "load_start": getattr(runner, "load_start", None),
                    "fresh_daemons": runner.fresh_daemons, "results": runner.results, "errors": runner.errors,
                    "daemon_stats": getattr(runner, "daemon_stats_after", None)}, f, indent=1)
     chart(runner, variants, out, by, cases, ratio_cases)
@@ -1473,7 +1466,7 @@ def main():
         for v in variants:
             if v.name not in seen and not v.skip:
                 v.skip = "no results"
-        write_reports(runner, variants, saved["mode"], time.time(), out)
+        write_reports(runner, variants, saved["mode"], saved.get("took_s"), out)
         if saved["mode"] == "full" and out == os.path.join(ROOT, "bench", "results"):
             update_readme(os.path.join(out, "results.md"), os.path.join(ROOT, "bench", "README.md"))
         return 0
@@ -1520,7 +1513,7 @@ def main():
     if plan.get("progs") == ["real"]:  # bench/real wrote its own; keep the other tables
         print("\nresults: %s/real/results.md (%.0f s)" % (out, time.time() - started))
         return 1 if runner.errors else 0
-    write_reports(runner, variants, a.mode, started, out)
+    write_reports(runner, variants, a.mode, time.time() - started, out)
     if a.mode == "full" and not a.out:
         update_readme(os.path.join(out, "results.md"), os.path.join(ROOT, "bench", "README.md"))
     print("\nresults: %s/results.md, results.png, results.json (%.0f s)" % (out, time.time() - started))

@@ -3,7 +3,11 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # bench/
+from figures import num  # noqa: E402  (bench/figures.py)
 
 CAP = 1 << 30  # libzknalloc's default cache cap: min(RAM/8, 1 GiB)
 
@@ -27,20 +31,6 @@ SERVICE_METHOD = (
 
 def med(xs):
     return statistics.median(xs) if xs else float("nan")
-
-
-def num(x):
-    if x != x:
-        return "—"
-    if x == 0:
-        return "0"
-    if abs(x) >= 100:
-        return "%.0f" % x
-    if abs(x) >= 10:
-        return "%.1f" % x
-    if abs(x) >= 1:
-        return "%.2f" % x
-    return "%.3f" % x
 
 
 def col(samples, key):
