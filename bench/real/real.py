@@ -39,11 +39,12 @@ SERVICE_SKIP = {"plonk": "not run: a plonk proof takes 70-100 s at 2^16 on the 2
 
 PLANS = {
     # circuit, [(protocol, proofs per allocator)]
-    # fault_cost: bench/fault_cost's MiB, rounds, pause ms (see fault_cost below)
+    # fault_cost: bench/fault_cost's MiB, rounds, pause ms (see fault_cost below);
+    # service_rounds: long-lived processes per allocator, round robin (see service_pass)
     "full": {"circuit": "2^16", "proofs": [("groth16", 5), ("plonk", 3)],
-             "fault_cost": (256, 3, 3000)},
+             "fault_cost": (256, 3, 3000), "service_rounds": 2},
     "quick": {"circuit": "2^14", "proofs": [("groth16", 3)],  # about a minute
-              "fault_cost": (128, 1, 3000)},
+              "fault_cost": (128, 1, 3000), "service_rounds": 1},
 }
 
 
@@ -234,7 +235,8 @@ def run_family(runner, variants, mode, R, proofs=None):
             if n < 2:
                 res["service"]["skipped"][proto] = "%d proof per allocator: no proofs 2..N" % n
                 continue
-            service_pass(runner, R, live, t, base, circuit, proto, n, tmp, res)
+            service_pass(runner, R, live, t, base, circuit, proto, n, plan["service_rounds"],
+                         tmp, res)
     except KeyboardInterrupt:
         res["errors"].append("interrupted")
         raise
@@ -288,45 +290,56 @@ def prove_rounds(runner, R, live, t, base, circuit, proto, n, tmp, res):
             runner.fail(live[0], "real", [proto], msg)
 
 
-def service_pass(runner, R, live, t, base, circuit, proto, n, tmp, res):
-    """A long-lived prover: one node process per allocator proving n times (service.cjs),
-    the allocators one after another. Every proof is verified afterwards (untimed, no
-    preload) and its public signals compared with the fresh-process proofs'."""
+def service_pass(runner, R, live, t, base, circuit, proto, n, rounds, tmp, res):
+    """A long-lived prover: per allocator, `rounds` node processes proving n times each
+    (service.cjs), round robin like the fresh-process rounds (the first allocator rotating),
+    so that the machine's drift over the minutes of the pass hits all alike. Every proof
+    is verified afterwards (untimed, no preload) and its public signals compared with the
+    fresh-process proofs'."""
     timeout = 900 * n  # the fresh-process limit per proof
     svc = res["service"]
     svc["proofs"][proto] = n
+    svc.setdefault("rounds", {})[proto] = rounds
     samples = svc["samples"].setdefault(proto, {})
-    k = n % len(live) if live else 0  # the rotation goes on from the last round's
-    order = live[k:] + live[:k]
-    svc["order"][proto] = [v.name for v in order]
-    say("  %s %s: long-lived prover, %d proofs in one node process per allocator "
-        "(bench/real/service.cjs)" % (proto, circuit, n))
+    say("  %s %s: long-lived prover, %d proofs in one node process per allocator, %d round%s "
+        "(bench/real/service.cjs)" % (proto, circuit, n, rounds, "s" if rounds > 1 else ""))
     ref = {json.dumps(s["public"]) for xs in res["samples"].get(proto, {}).values() for s in xs}
-    for v in order:
-        try:
-            s = R.with_daemon_for(runner, v, lambda: serve_once(runner, v, t, base, circuit, proto,
-                                                                n, tmp, timeout))
-        except RuntimeError as e:
-            msg = "%s %s service: %s" % (proto, v.name, e)
-            res["errors"].append(msg)
-            runner.fail(v, "real", [proto, "service"], str(e))
-            continue
-        pubs = {json.dumps(p) for p in s.pop("publics")}
-        if len(pubs) > 1 or (ref and pubs != ref):
-            msg = "%s %s service: public signals %s differ from the fresh-process proofs' %s" % (
-                proto, v.name, sorted(pubs), sorted(ref))
-            res["errors"].append(msg)
-            runner.fail(v, "real", [proto, "service"], msg)
-            continue
-        s["public"] = json.loads(pubs.pop())
-        samples[v.name] = s
-        ss = real_report.steady_state(res, proto, v.name)
-        z = s.get("zk_stats")
-        say("    service %-18s %6.2f s wall (proofs %s s) %6.2f user %5.2f sys %5d MB%s" % (
-            v.name, s["wall_s"], " ".join("%.2f" % w for w in s["proof_walls_s"]), s["user_s"],
-            s["sys_s"], s["maxrss_kb"] >> 10, "  hits %d/%d, steady state %s" % (
-                z.get("hits", 0), z.get("hits", 0) + z.get("misses", 0),
-                "%.1f%%" % ss["hit_rate_pct"] if ss else "—") if z else ""))
+    for r in range(rounds):
+        k = (n + r) % len(live) if live else 0  # the rotation goes on from the last round's
+        order = live[k:] + live[:k]
+        svc["order"].setdefault(proto, []).append([v.name for v in order])
+        for v in order:
+            serve_round(runner, R, v, t, base, circuit, proto, n, r, tmp, timeout, ref, res,
+                        samples.setdefault(v.name, []))
+
+
+def serve_round(runner, R, v, t, base, circuit, proto, n, r, tmp, timeout, ref, res, runs):
+    """One service process of the pass; its sample (with "round") goes onto runs."""
+    try:
+        s = R.with_daemon_for(runner, v, lambda: serve_once(runner, v, t, base, circuit, proto,
+                                                            n, tmp, timeout))
+    except RuntimeError as e:
+        msg = "%s %s service: %s" % (proto, v.name, e)
+        res["errors"].append(msg)
+        runner.fail(v, "real", [proto, "service"], str(e))
+        return
+    pubs = {json.dumps(p) for p in s.pop("publics")}
+    if len(pubs) > 1 or (ref and pubs != ref):
+        msg = "%s %s service: public signals %s differ from the fresh-process proofs' %s" % (
+            proto, v.name, sorted(pubs), sorted(ref))
+        res["errors"].append(msg)
+        runner.fail(v, "real", [proto, "service"], msg)
+        return
+    s["public"] = json.loads(pubs.pop())
+    s["round"] = r
+    runs.append(s)
+    ss = real_report.steady_state_of([s])
+    z = s.get("zk_stats")
+    say("    service %-18s %6.2f s wall (proofs %s s) %6.2f user %5.2f sys %5d MB%s" % (
+        v.name, s["wall_s"], " ".join("%.2f" % w for w in s["proof_walls_s"]), s["user_s"],
+        s["sys_s"], s["maxrss_kb"] >> 10, "  hits %d/%d, steady state %s" % (
+            z.get("hits", 0), z.get("hits", 0) + z.get("misses", 0),
+            "%.1f%%" % ss["hit_rate_pct"] if ss else "—") if z else ""))
 
 
 def serve_once(runner, v, t, base, circuit, proto, n, tmp, timeout):

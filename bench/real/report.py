@@ -14,19 +14,22 @@ CAP = 1 << 30  # libzknalloc's default cache cap: min(RAM/8, 1 GiB)
 
 SERVICE_METHOD = (
     "A proving service that keeps one process proves many times in it: after the "
-    "fresh-process rounds, each allocator in turn (order: %s; the "
-    "zk-nalloc+daemon process uses the same zknallocd as the rounds) runs one `node "
-    "bench/real/service.cjs` that proves N times with `snarkjs.groth16.prove(zkey, witness)`; "
+    "fresh-process rounds, each allocator runs `node bench/real/service.cjs`, which proves "
+    "N times with `snarkjs.groth16.prove(zkey, witness)`, once per round, round robin with the "
+    "first allocator rotating (%s; the zk-nalloc+daemon processes use the same zknallocd as "
+    "the fresh-process rounds); "
     "every proof is verified afterwards (untimed, no preload) and its public signals must equal "
     "the fresh-process proofs'. Per-proof walls are timed inside the process (`process.hrtime` "
     "around the prove call: no node start-up or snarkjs load, which the fresh-process walls "
     "include); proofs 2..N are the steady state (the curve and its worker threads already up, "
-    "the allocator's cache warm). ÷ best peer: the median of proofs 2..N over the lowest such "
-    "median among the peers. Process wall, sys (÷ N), peak RSS and the process hit rate are the "
-    "whole process's, from os.wait4's rusage and `ZK_NALLOC_SHOW_STATS=1` at exit. Hit rate, "
-    "proofs 2..N (the steady state): the library's counters after proof 1 and after proof N, "
-    "which it reports on a signal (`ZK_NALLOC_STATS_SIGNAL=USR2`; service.cjs sends it to "
-    "itself after each proof).")
+    "the allocator's cache warm). Proofs 2..N wall: median (min–max) of proofs 2..N of all the "
+    "allocator's processes. ÷ best peer: that median over the lowest such median among the "
+    "peers. First proof, process wall, sys (÷ N), peak RSS and the process hit rate: medians "
+    "over the processes, each the whole process's, from os.wait4's rusage and "
+    "`ZK_NALLOC_SHOW_STATS=1` at exit. Hit rate, proofs 2..N (the steady state): the "
+    "library's counters after proof 1 and after proof N, which it reports on a signal "
+    "(`ZK_NALLOC_STATS_SIGNAL=USR2`; service.cjs sends it to itself after each proof), summed "
+    "over the processes.")
 
 
 def med(xs):
@@ -59,38 +62,52 @@ def best_peer(res, proto):
 
 
 def service(res, proto):
-    """{variant: sample} of the long-lived prover pass ({} when it did not run)."""
-    return ((res.get("service") or {}).get("samples") or {}).get(proto) or {}
+    """{variant: [sample of each service process]} of the long-lived prover pass ({} when it
+    did not run). A results.json from before the pass had rounds holds one sample, not a
+    list."""
+    raw = ((res.get("service") or {}).get("samples") or {}).get(proto) or {}
+    return {name: runs if isinstance(runs, list) else [runs] for name, runs in raw.items()}
 
 
-def later(s):
-    """Walls of proofs 2..N of one service process."""
-    return s.get("proof_walls_s", [])[1:]
+def later(runs):
+    """Walls of proofs 2..N of every service process of a variant."""
+    return [w for s in runs for w in s.get("proof_walls_s", [])[1:]]
 
 
 def best_service_peer(res, proto):
-    """(name, sample) of the peer with the lowest median wall of proofs 2..N, or (None, None)."""
-    best = (None, None)
+    """(name, runs) of the peer with the lowest median wall of proofs 2..N, or (None, [])."""
+    best = (None, [])
     for name in res.get("peers", []):
-        s = service(res, proto).get(name)
-        if s and later(s) and (best[0] is None or med(later(s)) < med(later(best[1]))):
-            best = (name, s)
+        runs = service(res, proto).get(name)
+        if runs and later(runs) and (best[0] is None or med(later(runs)) < med(later(best[1]))):
+            best = (name, runs)
     return best
 
 
-def steady_state(res, proto, name):
-    """Issue 12's steady-state hit rate of a zk-nalloc variant: its service process's hits
-    over its large requests during proofs 2..N, from the library's counters after proof 1
-    and after proof N (ZK_NALLOC_STATS_SIGNAL reports). {"hits", "calls", "hit_rate_pct"},
-    or None when not measured."""
-    per = (service(res, proto).get(name) or {}).get("zk_stats_after_proof") or []
-    if len(per) < 2:
+def steady_state_of(runs):
+    """Issue 12's steady-state hit rate of a zk-nalloc variant: its service processes' hits
+    over their large requests during proofs 2..N, from the library's counters after proof 1
+    and after proof N (ZK_NALLOC_STATS_SIGNAL reports), summed over the processes.
+    {"hits", "calls", "hit_rate_pct"}, or None when not measured."""
+    hits = calls = 0
+    counted = False
+    for s in runs:
+        per = s.get("zk_stats_after_proof") or []
+        if len(per) < 2:
+            continue
+        first, last = per[0], per[-1]
+        h = last.get("hits", 0) - first.get("hits", 0)
+        hits += h
+        calls += h + last.get("misses", 0) - first.get("misses", 0)
+        counted = True
+    if not counted:
         return None
-    first, last = per[0], per[-1]
-    hits = last.get("hits", 0) - first.get("hits", 0)
-    calls = hits + last.get("misses", 0) - first.get("misses", 0)
     return {"hits": hits, "calls": calls,
             "hit_rate_pct": 100.0 * hits / calls if calls else float("nan")}
+
+
+def steady_state(res, proto, name):
+    return steady_state_of(service(res, proto).get(name) or [])
 
 
 def paired(xs, ys):
@@ -169,16 +186,18 @@ def targets(res):
     for proto in ((res.get("service") or {}).get("samples") or {}):
         for name in zks:
             ss = steady_state(res, proto, name)
-            z = (service(res, proto).get(name) or {}).get("zk_stats") or {}
+            z = ((service(res, proto).get(name) or [{}])[0]).get("zk_stats") or {}
             what = ("%s long-lived prover, %s: steady-state hit rate ≥ 95%% with the default "
                     "cache size" % (proto, name))
             if not ss:
                 rows.append((what, "not measured", "not measured"))
                 continue
-            rows.append((what, "%.1f%% (%d hits of %d large requests in proofs 2..%d; cache cap "
-                         "%d MiB)" % (ss["hit_rate_pct"], ss["hits"], ss["calls"],
-                                      service(res, proto)[name]["proofs"],
-                                      z.get("cache_cap", CAP) >> 20),
+            rows.append((what, "%.1f%% (%d hits of %d large requests in proofs 2..%d of %d "
+                         "process%s; cache cap %d MiB)" % (
+                             ss["hit_rate_pct"], ss["hits"], ss["calls"],
+                             res["service"]["proofs"][proto], len(service(res, proto)[name]),
+                             "es" if len(service(res, proto)[name]) > 1 else "",
+                             z.get("cache_cap", CAP) >> 20),
                          "met" if ss["hit_rate_pct"] >= 95 else "**not met**"))
     return rows
 
@@ -216,22 +235,24 @@ def service_table(res, proto):
          "| zk-nalloc: hits / misses / daemon lends / fallbacks |",
          "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in res["variants"]:
-        s = S.get(name)
-        if not s:
+        runs = S.get(name)
+        if not runs:
             L.append("| %s | 0 | failed (see Failures) | | | | | | | | |" % name)
             continue
-        w = later(s)
-        hr = hit_rate(s)
-        ss = steady_state(res, proto, name)
-        z = s.get("zk_stats")
-        L.append("| %s | %d | %s | %s | %s | %s | %s | %.0f | %s | %s | %s |" % (
-            name, s["proofs"], "%s (%s–%s)" % (num(med(w)), num(min(w)), num(max(w))) if w else "—",
+        w = later(runs)
+        hr = [h for h in (hit_rate(s) for s in runs) if h is not None]
+        ss = steady_state_of(runs)
+        zs = [s["zk_stats"] for s in runs if s.get("zk_stats")]
+        L.append("| %s | %s | %s | %s | %s | %s | %s | %.0f | %s | %s | %s |" % (
+            name, " + ".join("%d" % s["proofs"] for s in runs),
+            "%s (%s–%s)" % (num(med(w)), num(min(w)), num(max(w))) if w else "—",
             "%.2fx" % (med(w) / med(later(bs))) if bp and w else "—",
-            num(s["proof_walls_s"][0]), num(s["wall_s"]), num(s["sys_s"] / s["proofs"]),
-            s["maxrss_kb"] / 1024, "%.1f%%" % hr if hr is not None else "—",
+            num(med([s["proof_walls_s"][0] for s in runs])), num(med(col(runs, "wall_s"))),
+            num(med([s["sys_s"] / s["proofs"] for s in runs])),
+            med(col(runs, "maxrss_kb")) / 1024, "%.1f%%" % med(hr) if hr else "—",
             "%.1f%%" % ss["hit_rate_pct"] if ss else "—",
-            " / ".join("%d" % z.get(k, 0) for k in ("hits", "misses", "daemon_lends", "fallbacks"))
-            if z else "—"))
+            " / ".join("%.0f" % med([z.get(k, 0) for z in zs])
+                       for k in ("hits", "misses", "daemon_lends", "fallbacks")) if zs else "—"))
     return L
 
 
@@ -240,10 +261,16 @@ def service_section(res, heading, method=False):
     svc = res.get("service") or {}
     L = []
     for proto in svc.get("samples") or {}:
-        L += ["", "%s %s, circuit %s: long-lived prover (one process, %d proofs)" % (
-            heading, proto, res["circuit"], svc["proofs"][proto]), ""]
+        rounds = (svc.get("rounds") or {}).get(proto, 1)
+        L += ["", "%s %s, circuit %s: long-lived prover (one process, %d proofs; %d process%s "
+              "per allocator)" % (heading, proto, res["circuit"], svc["proofs"][proto], rounds,
+                                  "es" if rounds > 1 else ""), ""]
         if method:
-            L += [SERVICE_METHOD % " → ".join(svc["order"][proto]), ""]
+            orders = svc["order"][proto]
+            if orders and not isinstance(orders[0], list):
+                orders = [orders]  # a results.json from before the pass had rounds
+            L += [SERVICE_METHOD % "; ".join("round %d: %s" % (i + 1, " → ".join(o))
+                                             for i, o in enumerate(orders)), ""]
         L += service_table(res, proto)
     if svc.get("skipped"):
         L += ["", "Long-lived prover pass: " + "; ".join(
