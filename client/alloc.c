@@ -19,14 +19,13 @@
 /* After the daemon had no zeroed region for a calloc, the class's callocs
  * zero for themselves this long before asking again. */
 #define SWAP_QUIET_NS 4000000ull
-/* Bytes a second the daemon zeroes what a trade gave it, on a core it shares
- * the memory bus with. On the 2-core test VM two threads together write no
- * faster than one (~37 GB/s), so a daemon zeroing while the caller itself
- * zeroes or writes only slows it: a calloc loop with no pause measured 1.6x
- * slower trading each time, while with 10 ms of computing between rounds
- * trading was 0.8x. Allowing the next trade only once the returned bytes
- * could be zeroed at a pessimistic 8 GB/s keeps the second and mostly avoids
- * the first. */
+/* Bytes a second the daemon zeroes what a trade gave it, on one idle-priority
+ * thread beside the caller. In a calloc loop with no pause the daemon has to
+ * zero what the caller would have, and each trade adds a round trip and new
+ * mappings: measured 1.6x slower trading each time, while with 10 ms of
+ * computing between rounds trading was 0.8x. Allowing the next trade only
+ * once the returned bytes could be zeroed at a pessimistic 8 GB/s keeps the
+ * second and mostly avoids the first. */
 #define TRADE_ZERO_RATE 8000000000ull
 static _Atomic uint64_t swap_quiet[ZKN_CLASS_COUNT];
 
@@ -152,9 +151,9 @@ static uint32_t miss(int c, int zero, int *clean)
  * the background ~25 us whatever the size. So from a huge page up, trade:
  * take zeroed regions and give the daemon as many dirty ones to zero, which
  * keeps the cache's size. UINT32_MAX when the daemon has none ready.
- * Off unless ZK_NALLOC_CALLOC_TRADE=1: where one core fills the memory bus
- * (the test VM), the daemon's zeroing slows the caller as much as its own
- * memset would (see TRADE_ZERO_RATE). */
+ * Off unless ZK_NALLOC_CALLOC_TRADE=1: in a loop that only callocs, the
+ * daemon cannot zero faster than the caller and trading costs more than it
+ * saves (see TRADE_ZERO_RATE). */
 int zkn__calloc_trade;
 
 static uint32_t zeroed_swap(int c)
