@@ -177,6 +177,16 @@ static void teardown(void)
         }                                                                                    \
     } while (0)
 
+/* Declares py, the python3 to run, or returns from the test with a note. */
+#define PYTHON3_OR_SKIP(py)                                                                  \
+    const char *py = find_program("python3");                                                \
+    do {                                                                                     \
+        if (!py) {                                                                           \
+            printf("%s: skipped: python3 not installed\n", __func__);                       \
+            return;                                                                          \
+        }                                                                                    \
+    } while (0)
+
 START_TEST(dropin_serves_this_process)
 {
     SKIP_UNLESS_DROPIN();
@@ -217,11 +227,7 @@ static const char py_script[] =
 START_TEST(python3_preloaded)
 {
     SKIP_UNLESS_DROPIN();
-    const char *py = find_program("python3");
-    if (!py) {
-        printf("python3_preloaded: skipped: python3 not installed\n");
-        return;
-    }
+    PYTHON3_OR_SKIP(py);
     const char *argv[] = {py, "-c", py_script, NULL};
     static struct run pre;
     same_output(argv, NULL, &pre);
@@ -248,11 +254,7 @@ static const char py_fork[] =
 START_TEST(python3_preloaded_with_daemon_and_fork)
 {
     SKIP_UNLESS_DROPIN();
-    const char *py = find_program("python3");
-    if (!py) {
-        printf("python3_preloaded_with_daemon_and_fork: skipped: python3 not installed\n");
-        return;
-    }
+    PYTHON3_OR_SKIP(py);
     static struct zkn_test_daemon d;
     zkn_test_daemon_up(&d, NULL, NULL); /* sets ZK_NALLOC_SOCKET */
     static struct run pre;
@@ -270,11 +272,7 @@ END_TEST
 START_TEST(stats_on_signal)
 {
     SKIP_UNLESS_DROPIN();
-    const char *py = find_program("python3");
-    if (!py) {
-        printf("stats_on_signal: skipped: python3 not installed\n");
-        return;
-    }
+    PYTHON3_OR_SKIP(py);
     /* Two blocks of a class, a report, the same again: the report comes
      * between and the process goes on. */
     static const char script[] =
@@ -316,11 +314,7 @@ static int count_of(const char *text, const char *what)
 START_TEST(bad_settings_named_once)
 {
     SKIP_UNLESS_DROPIN();
-    const char *py = find_program("python3");
-    if (!py) {
-        printf("bad_settings_named_once: skipped: python3 not installed\n");
-        return;
-    }
+    PYTHON3_OR_SKIP(py);
     /* Each unusable value is named once, however often it is read (the wait
      * at every connection attempt), and the program runs on the defaults. */
     static struct zkn_test_daemon d;
