@@ -2,8 +2,6 @@
  * a program that never allocates 64 KiB pays nothing, and nothing here runs
  * before the C library is ready. */
 #include <fcntl.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
