@@ -55,17 +55,25 @@ static void cache_dirty_4m(struct zkn_stats *s0)
     ck_assert_int_ge(ready, 2);
 }
 
-START_TEST(calloc_trades_dirty_blocks_for_zeroed_ones)
+/* cache_dirty_4m(s0), then a 4 MiB calloc, which must read all zero; *s1:
+ * the stats after it. */
+static unsigned char *calloc_4m_over_dirty(struct zkn_stats *s0, struct zkn_stats *s1)
 {
-    setenv("ZK_NALLOC_CALLOC_TRADE", "1", 1);
-    struct zkn_stats s0;
-    cache_dirty_4m(&s0);
+    cache_dirty_4m(s0);
     unsigned char *q = zkn_calloc(1, 4 * MiB);
     ck_assert_ptr_nonnull(q);
     ck_assert(zkn_test_all_byte(q, 4 * MiB, 0));
+    *s1 = zkn_test_lib_stats();
+    return q;
+}
+
+START_TEST(calloc_trades_dirty_blocks_for_zeroed_ones)
+{
+    setenv("ZK_NALLOC_CALLOC_TRADE", "1", 1);
+    struct zkn_stats s0, s1;
+    unsigned char *q = calloc_4m_over_dirty(&s0, &s1);
     /* ...calloc took daemon-zeroed ones and gave back as many dirty ones,
      * rather than zeroing one of its own. */
-    struct zkn_stats s1 = zkn_test_lib_stats();
     ck_assert_uint_eq(s1.hits, s0.hits);
     ck_assert_uint_eq(s1.misses, s0.misses + 1);
     ck_assert_uint_gt(s1.daemon_returns, s0.daemon_returns);
@@ -76,12 +84,8 @@ END_TEST
 
 START_TEST(calloc_zeroes_its_own_block_by_default)
 {
-    struct zkn_stats s0;
-    cache_dirty_4m(&s0);
-    unsigned char *q = zkn_calloc(1, 4 * MiB);
-    ck_assert_ptr_nonnull(q);
-    ck_assert(zkn_test_all_byte(q, 4 * MiB, 0));
-    struct zkn_stats s1 = zkn_test_lib_stats();
+    struct zkn_stats s0, s1;
+    unsigned char *q = calloc_4m_over_dirty(&s0, &s1);
     ck_assert_uint_eq(s1.hits, s0.hits + 1); /* a dirty block of its own, zeroed here */
     ck_assert_uint_eq(s1.daemon_lends, s0.daemon_lends);
     ck_assert_uint_eq(s1.daemon_returns, s0.daemon_returns);
