@@ -106,7 +106,21 @@ $(DAEMON_PART_TESTS): $(B)/tests/%: $(B)/obj/tests/%.o $(TEST_HELPER_OBJ) $(ZKND
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(CHECK_LIBS) $(UV_LIBS) $(JANSSON_LIBS)
 
-check-tests: all $(TEST_BIN)
+# A stand-in allocator preloaded after the library, and a program run under
+# both (test_client_preload's next-allocator test). Built like the live
+# holder: plain, never sanitized (they run only where the drop-in exists).
+NEXT_ALLOC_FAKE = $(B)/tests/libzkn-fake-next.so
+NEXT_ALLOC_USER = $(B)/tests/zkn-next-user
+
+$(NEXT_ALLOC_FAKE): tests/next-alloc/fake_alloc.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c17 -D_GNU_SOURCE $(WARN) $(OPT) -fPIC -shared -pthread -o $@ $<
+
+$(NEXT_ALLOC_USER): tests/next-alloc/next_user.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c17 -D_GNU_SOURCE $(WARN) $(OPT) -o $@ $<
+
+check-tests: all $(TEST_BIN) $(NEXT_ALLOC_FAKE) $(NEXT_ALLOC_USER)
 
 # Every suite runs against the binaries of the same build tree.
 test: check-tests

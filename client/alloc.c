@@ -1,17 +1,18 @@
-/* The public allocation functions. Small requests (under 64 KiB) go to the
- * C library unchanged; large ones are served from a cache, then the daemon,
- * then private memory, and only past the window (sizes over 16 GiB, huge
- * alignments, no window at all) from the C library again. */
+/* The public allocation functions. Small requests (under 64 KiB) go unchanged
+ * to the allocator behind ours (the C library's, unless another is preloaded
+ * after us: next_alloc.c); large ones are served from a cache, then the
+ * daemon, then private memory, and only past the window (sizes over 16 GiB,
+ * huge alignments, no window at all) from the allocator behind again. */
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "internal.h"
-#include "libc_alloc.h"
+#include "next_alloc.h"
 #include "os.h"
 #include "zkn_proto.h"
 
-#define SMALL_LIMIT ((size_t)ZKN_MIN_CLASS_SIZE) /* below this: glibc */
+#define SMALL_LIMIT ((size_t)ZKN_MIN_CLASS_SIZE) /* below this: the allocator behind ours */
 /* A LEND batch never asks for more than this many bytes beyond the block
  * wanted now, so extras cannot crowd the cache. */
 #define BATCH_BYTES ((uint64_t)64 << 20)
@@ -37,12 +38,12 @@ static void *libc_large(size_t size, size_t align, int zero)
 {
     atomic_fetch_add_explicit(&zkn__ctr.libc_fallbacks, 1, memory_order_relaxed);
     if (align > 16) {
-        void *p = zkn__libc_memalign(align, size);
+        void *p = zkn__next_memalign(align, size);
         if (p && zero)
             memset(p, 0, size);
         return p;
     }
-    return zero ? zkn__libc_calloc(1, size) : zkn__libc_malloc(size);
+    return zero ? zkn__next_calloc(1, size) : zkn__next_malloc(size);
 }
 
 /* How many regions a LEND takes: doubling with successful lends, within a
@@ -314,7 +315,7 @@ static void large_free(int c, const void *p, const char *fn)
 void *zkn_malloc(size_t size)
 {
     if (size < SMALL_LIMIT)
-        return zkn__libc_malloc(size);
+        return zkn__next_malloc(size);
     return large_alloc(size, 0, 0);
 }
 
@@ -326,7 +327,7 @@ void *zkn_calloc(size_t n, size_t size)
         return NULL;
     }
     if (total < SMALL_LIMIT)
-        return zkn__libc_calloc(n, size);
+        return zkn__next_calloc(n, size);
     return large_alloc(total, 0, 1);
 }
 
@@ -337,7 +338,7 @@ void *zkn_aligned_alloc(size_t alignment, size_t size)
         return NULL;
     }
     if (size < SMALL_LIMIT)
-        return zkn__libc_memalign(alignment, size);
+        return zkn__next_memalign(alignment, size);
     return large_alloc(size, alignment, 0);
 }
 
@@ -347,7 +348,7 @@ void zkn_free(void *ptr)
         return;
     int c = zkn__ptr_class(ptr);
     if (c < 0)
-        zkn__libc_free(ptr);
+        zkn__next_free(ptr);
     else
         large_free(c, ptr, "free");
 }
@@ -358,7 +359,7 @@ void zkn_free_sized(void *ptr, size_t size)
         return;
     int c = zkn__ptr_class(ptr);
     if (c < 0) {
-        zkn__libc_free(ptr);
+        zkn__next_free(ptr);
         return;
     }
     /* Our blocks are at least 64 KiB and at most their class; a realloc that
@@ -374,7 +375,7 @@ size_t zkn_usable_size(const void *ptr)
         return 0;
     int c = zkn__ptr_class(ptr);
     if (c < 0)
-        return zkn__libc_usable_size((void *)ptr);
+        return zkn__next_usable_size((void *)ptr);
     live_slot(c, ptr, "malloc_usable_size");
     return (size_t)zkn__win.cls[c].size;
 }
@@ -385,19 +386,19 @@ void *zkn_realloc(void *ptr, size_t size)
         return zkn_malloc(size);
     int c = zkn__ptr_class(ptr);
     if (c < 0) {
-        /* glibc's block: stays glibc's unless it grows into our classes. */
+        /* The next allocator's block: stays there unless it grows into our classes. */
         if (size < SMALL_LIMIT)
-            return zkn__libc_realloc(ptr, size);
+            return zkn__next_realloc(ptr, size);
         if (!zkn__init() || zkn__class_for(size, 0) < 0) {
             atomic_fetch_add_explicit(&zkn__ctr.libc_fallbacks, 1, memory_order_relaxed);
-            return zkn__libc_realloc(ptr, size);
+            return zkn__next_realloc(ptr, size);
         }
         void *n = zkn_malloc(size);
         if (!n)
             return NULL;
-        size_t old = zkn__libc_usable_size(ptr);
+        size_t old = zkn__next_usable_size(ptr);
         memcpy(n, ptr, old < size ? old : size);
-        zkn__libc_free(ptr);
+        zkn__next_free(ptr);
         return n;
     }
     uint32_t idx = live_slot(c, ptr, "realloc");

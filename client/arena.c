@@ -2,8 +2,8 @@
  * so a phase's scratch memory is one warm region (lent by the daemon when one
  * runs) and is freed all at once.
  *
- * The bookkeeping struct lives outside the block, in glibc's own heap
- * (__libc_malloc): this file is part of the library that may itself be the
+ * The bookkeeping struct lives outside the block, in the allocator behind
+ * ours (next_alloc.c): this file is part of the library that may itself be the
  * process's malloc, and calling malloc here would recurse into it.
  *
  * Allocation is a compare-and-swap on the offset, so several threads may
@@ -16,7 +16,7 @@
 #include <stdint.h>
 #include <unistd.h>
 
-#include "libc_alloc.h"
+#include "next_alloc.h"
 #include "os.h"
 #include "zknalloc.h"
 
@@ -46,8 +46,6 @@ static pthread_mutex_t asan_lock = PTHREAD_MUTEX_INITIALIZER;
 #define ARENA_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-/* glibc's allocator under its exported internal names (present since 2.0). */
-
 /* Blocks this big are asked for on a huge-page boundary, so the region can be
  * backed by 2 MiB pages and the arena's large alignments cost no padding. */
 #define ARENA_HUGE_ALIGN ((size_t)2 << 20)
@@ -67,7 +65,7 @@ zkn_arena *zkn_arena_create(size_t capacity)
         errno = EINVAL;
         return NULL;
     }
-    zkn_arena *a = zkn__libc_malloc(sizeof *a);
+    zkn_arena *a = zkn__next_malloc(sizeof *a);
     if (!a) {
         errno = ENOMEM;
         return NULL;
@@ -77,7 +75,7 @@ zkn_arena *zkn_arena_create(size_t capacity)
     void *block = zkn_aligned_alloc(align, capacity);
     if (!block) {
         int e = errno ? errno : ENOMEM;
-        zkn__libc_free(a);
+        zkn__next_free(a);
         errno = e;
         return NULL;
     }
@@ -147,5 +145,5 @@ void zkn_arena_destroy(zkn_arena *arena)
     /* The block goes back to an allocator that may reuse or inspect it. */
     ARENA_UNPOISON(arena->base, arena->capacity);
     zkn_free(arena->base);
-    zkn__libc_free(arena);
+    zkn__next_free(arena);
 }

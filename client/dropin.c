@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "internal.h"
-#include "libc_alloc.h"
+#include "next_alloc.h"
 #include "os.h"
 
 #ifndef ZKN_NO_DROPIN

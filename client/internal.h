@@ -4,7 +4,8 @@
  * The layers, each using only those below it (no import loops):
  *   os.c/.h, out.c/.h    kernel constants, syscalls, clock, reservations;
  *                        output without stdio
- *   libc_shim.c          glibc's own allocator (libc_alloc.h)
+ *   next_alloc.c/.h      the allocator behind ours (glibc's, or one preloaded
+ *                        after us): small requests and bookkeeping
  *   counters.c           the counters zkn_stats() reports, the cache's budget
  *   daemon_trust.c       whom the client trusts: socket directory, peer, fds
  *   daemon_queue.c       ids owed to the daemon (RETURN, FORGET)

@@ -29,8 +29,8 @@
  * also locks each buffer's (zeroed) copy again; where the child may not lock
  * it, the copy is made PROT_NONE rather than left unlocked.
  *
- * The bookkeeping struct is in glibc's own heap (__libc_malloc; the process's
- * malloc may be this library): it holds no secret, and it must survive fork
+ * The bookkeeping struct is in the allocator behind ours (next_alloc.c; the
+ * process's malloc may be this library): it holds no secret, and it must survive fork
  * for the child handler to find the buffers (the data pages of a
  * memfd_secret buffer do not). */
 #include <errno.h>
@@ -47,7 +47,7 @@
 #include <unistd.h>
 
 #include "env.h"
-#include "libc_alloc.h"
+#include "next_alloc.h"
 #include "os.h"
 #include "zknalloc.h"
 
@@ -251,7 +251,7 @@ zkn_secret *zkn_secret_new(size_t len)
         errno = atfork_error;
         return NULL;
     }
-    struct zkn_secret *s = zkn__libc_malloc(sizeof *s);
+    struct zkn_secret *s = zkn__next_malloc(sizeof *s);
     if (!s) {
         errno = ENOMEM;
         return NULL;
@@ -298,7 +298,7 @@ zkn_secret *zkn_secret_new(size_t len)
 
 fail: {
     int e = errno;
-    zkn__libc_free(s);
+    zkn__next_free(s);
     errno = e;
     return NULL;
 }
@@ -336,5 +336,5 @@ void zkn_secret_free(zkn_secret *s)
     if (s->usable)
         explicit_bzero(s->region, s->region_len);
     unreserve(s);
-    zkn__libc_free(s);
+    zkn__next_free(s);
 }

@@ -8,6 +8,7 @@
 
 #include "env.h"
 #include "internal.h"
+#include "next_alloc.h"
 
 
 /* The counters as they are: atomic loads only, so a signal handler may call it. */
@@ -84,6 +85,9 @@ static void report(const char *title, const struct zkn_stats *s)
     line(&r, "bytes_moved     ", atomic_load(&zkn__ctr.bytes_moved));
     line(&r, "bytes_zeroed    ", atomic_load(&zkn__ctr.bytes_zeroed));
     line(&r, "zeroed_swaps    ", atomic_load(&zkn__ctr.zeroed_swaps));
+    put(&r, "zknalloc:   small_allocator  ");
+    put(&r, zkn__next_name());
+    put(&r, "\n");
     for (size_t off = 0; off < r.len;) {
         ssize_t w = write(2, r.buf + off, r.len - off);
         if (w < 0 && errno == EINTR)

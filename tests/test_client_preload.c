@@ -234,6 +234,72 @@ START_TEST(python3_preloaded)
 }
 END_TEST
 
+/* The allocator behind the library: the one preloaded after it (here a fake
+ * whose blocks glibc's functions cannot handle, then the real allocators
+ * installed), or glibc's. zkn-next-user checks contents across the two and
+ * that each block goes back to its maker; the report names the allocator. */
+static void next_user_under(const char *next, struct run *r)
+{
+    static char preload[2 * PATH_MAX + 16];
+    snprintf(preload, sizeof preload, "LD_PRELOAD=%s %s", libpath, next);
+    const char *env[] = {preload, "ZK_NALLOC_SHOW_STATS=1", NULL};
+    const char *argv[] = {zkn_test_build_path("tests/zkn-next-user"), NULL};
+    run(r, argv, 1, env);
+    ck_assert_msg(WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0,
+                  "behind %s: status %d: %s", next, r->status, r->err);
+    ck_assert_str_eq(r->out, "next allocator ok\n");
+    char named[PATH_MAX + 32];
+    snprintf(named, sizeof named, "small_allocator  %s\n", next);
+    ck_assert_msg(strstr(r->err, named), "the report does not name %s: %s", next, r->err);
+}
+
+START_TEST(next_allocator_after_the_library)
+{
+    SKIP_UNLESS_DROPIN();
+    static struct run r;
+    char fake[PATH_MAX];
+    ck_assert_ptr_nonnull(realpath(zkn_test_build_path("tests/libzkn-fake-next.so"), fake));
+    next_user_under(fake, &r);
+
+    /* Alone, the library's small requests are glibc's. */
+    const char *argv[] = {zkn_test_build_path("tests/zkn-next-user"), NULL};
+    const char *env[] = {"ZK_NALLOC_SHOW_STATS=1", NULL};
+    run(&r, argv, 1, env);
+    ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "alone: %s", r.err);
+    ck_assert_msg(strstr(r.err, "small_allocator  ") && strstr(r.err, "libc.so.6\n"),
+                  "alone, the report does not name glibc: %s", r.err);
+}
+END_TEST
+
+/* tcmalloc and mimalloc also define glibc's __libc_malloc names: before the
+ * library took all six functions from one allocator, growing their blocks
+ * lost bytes (mimalloc) or crashed (tcmalloc). */
+START_TEST(real_allocators_after_the_library)
+{
+    SKIP_UNLESS_DROPIN();
+    static const char *const names[] = {"libtcmalloc_minimal.so.4", "libmimalloc.so.2",
+                                        "libjemalloc.so.2"};
+    static const char *const dirs[] = {"/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
+                                       "/usr/lib64", "/usr/lib"};
+    static struct run r;
+    int tried = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[PATH_MAX], real[PATH_MAX];
+        for (size_t d = 0; d < sizeof dirs / sizeof dirs[0]; d++) {
+            snprintf(path, sizeof path, "%s/%s", dirs[d], names[i]);
+            if (realpath(path, real)) {
+                /* The report names the file as the loader opened it. */
+                next_user_under(path, &r);
+                tried++;
+                break;
+            }
+        }
+    }
+    if (!tried)
+        printf("%s: skipped: none of tcmalloc, mimalloc, jemalloc is installed\n", __func__);
+}
+END_TEST
+
 static const char py_fork[] =
     "import os\n"
     "a = bytearray(b'A') * (16 << 20)\n"
@@ -449,6 +515,8 @@ static Suite *suite(void)
     tcase_add_unchecked_fixture(t, setup, teardown);
     tcase_add_test(t, dropin_serves_this_process);
     tcase_add_test(t, python3_preloaded);
+    tcase_add_test(t, next_allocator_after_the_library);
+    tcase_add_test(t, real_allocators_after_the_library);
     tcase_add_test(t, stats_on_signal);
     tcase_add_test(t, bad_settings_named_once);
     tcase_add_test(t, python3_preloaded_with_daemon_and_fork);

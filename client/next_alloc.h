@@ -1,0 +1,34 @@
+/* The allocator behind ours: it serves what libzknalloc does not (requests
+ * under 64 KiB, the bookkeeping of arenas and secrets, and large requests past
+ * the window). See next_alloc.c for how it is found.
+ *
+ * Without the drop-in (ZKN_NO_DROPIN, used under ASan) the plain names are
+ * whoever owns malloc, and must be used so that allocator sees every small
+ * block. */
+#ifndef ZKN_NEXT_ALLOC_H
+#define ZKN_NEXT_ALLOC_H
+
+#include <malloc.h>
+#include <stddef.h>
+#include <stdlib.h>
+
+#ifdef ZKN_NO_DROPIN
+#define zkn__next_malloc malloc
+#define zkn__next_calloc calloc
+#define zkn__next_realloc realloc
+#define zkn__next_free free
+#define zkn__next_memalign memalign
+#define zkn__next_usable_size malloc_usable_size
+#else
+void *zkn__next_malloc(size_t size);
+void *zkn__next_calloc(size_t n, size_t size);
+void *zkn__next_realloc(void *ptr, size_t size);
+void zkn__next_free(void *ptr);
+void *zkn__next_memalign(size_t align, size_t size);
+size_t zkn__next_usable_size(void *ptr);
+#endif
+
+/* The file of the allocator found (for the stats report); "" before one is. */
+const char *zkn__next_name(void);
+
+#endif
