@@ -55,10 +55,14 @@ def find_lib(names):
 
 
 class Variant:
-    def __init__(self, name, expect, lib, env=None, daemon=False, peer=True, thp=False):
+    """behind: an allocator preloaded after lib, which then serves lib's small
+    requests (client/next_alloc.c); real_only: run by bench/real only."""
+    def __init__(self, name, expect, lib, env=None, daemon=False, peer=True, thp=False,
+                 behind=None, real_only=False):
         self.name, self.expect, self.lib = name, expect, lib
         self.env = env or {}
         self.daemon, self.peer, self.thp = daemon, peer, thp
+        self.behind, self.real_only = behind, real_only
         self.skip = None  # reason when it cannot run
 
     def __repr__(self):
@@ -81,10 +85,17 @@ def make_variants(build, peers_only):
         Variant("tcmalloc", "tcmalloc", tc),
         Variant("zk-nalloc", "zknalloc", zk, peer=False),
         Variant("zk-nalloc+daemon", "zknalloc", zk, daemon=True, peer=False),
+        # Small requests to tcmalloc instead of glibc: for provers whose small
+        # allocations cost (bench/real's plonk).
+        Variant("zk-nalloc/tcmalloc", "zknalloc", zk, peer=False, behind=tc, real_only=True),
+        Variant("zk-nalloc+daemon/tcmalloc", "zknalloc", zk, daemon=True, peer=False, behind=tc,
+                real_only=True),
     ]
     for v in vs:
         if v.expect != "glibc" and (not v.lib or not os.path.exists(v.lib)):
             v.skip = "not built" if not v.peer else "not installed (see bench/ensure-peers.sh)"
+        if v.real_only and not v.skip and not (v.behind and os.path.exists(v.behind)):
+            v.skip = "tcmalloc not installed (see bench/ensure-peers.sh)"
         if not v.peer and peers_only:
             v.skip = "skipped (--peers-only)"
         if v.daemon and not v.skip and not os.access(zkd, os.X_OK):
@@ -269,6 +280,8 @@ class Runner:
         e.update(v.env)
         if v.lib:
             e["LD_PRELOAD"] = os.path.abspath(v.lib)
+            if v.behind:
+                e["LD_PRELOAD"] += " " + os.path.abspath(v.behind)
         if v.expect == "zknalloc":
             e["ZK_NALLOC_SHOW_STATS"] = "1"  # parsed below: proves where memory came from
         if v.expect == "zknalloc" or v.daemon:
@@ -381,7 +394,7 @@ PLANS = {
         "real": "quick",  # snarkjs groth16 x3 + plonk x1, 2^14
         "warmup_mib": 512,
         "variants": ["glibc", "jemalloc", "mimalloc", "tcmalloc", "zk-nalloc",
-                     "zk-nalloc+daemon"],
+                     "zk-nalloc+daemon", "zk-nalloc/tcmalloc", "zk-nalloc+daemon/tcmalloc"],
     },
 }
 
@@ -443,7 +456,7 @@ def with_daemon_for(runner, v, fn, args=None):
 
 def bench_all(runner, variants, plan):
     nproc = os.cpu_count() or 1
-    live = [v for v in variants if not v.skip]
+    live = [v for v in variants if not v.skip and not v.real_only]
 
     progs = plan.get("progs")
 
@@ -456,7 +469,7 @@ def bench_all(runner, variants, plan):
         section(title)
         runner.family_started = False
         for v in variants:
-            if v.skip:
+            if v.skip and not v.real_only:
                 print("  %-18s %s" % (v.name, v.skip))
         for v in live:
             try:
@@ -917,6 +930,7 @@ def write_reports(runner, variants, mode, took_s, out):
     """took_s: the run's length (None: not known, as for a report rewritten from an older
     results.json)."""
     os.makedirs(out, exist_ok=True)
+    variants = [v for v in variants if not v.real_only]  # bench/real reports those
     m = getattr(runner, "machine", None) or machine_info()
     by, cases = index(runner.results)
     fork_rows = [d for d in runner.results if d["bench"] == "fork"]
@@ -1498,7 +1512,8 @@ def main():
         a.mode, m["cpu"], m["cores"], m["kernel"], _sel(m["thp_enabled"]),
         _sel(m["thp_shmem_enabled"])))
     for v in variants:
-        print("  %-18s %s" % (v.name, v.skip or ("LD_PRELOAD=%s" % v.lib if v.lib else "system malloc")
+        print("  %-18s %s" % (v.name, v.skip or ("LD_PRELOAD=%s" % " ".join(filter(None, (v.lib, v.behind)))
+                                                 if v.lib else "system malloc")
                               + (" " + " ".join("%s=%s" % kv for kv in v.env.items()) if v.env else "")
                               + (" + zknallocd %s" % " ".join(DAEMON_ARGS) if v.daemon else "")))
     runner = Runner(build, out)

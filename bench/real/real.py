@@ -104,6 +104,8 @@ def preload_check(runner, v, node):
     libs = ("libjemalloc", "libmimalloc", "libtcmalloc", "libzknalloc")
     mapped = {lib for lib in libs if lib in p.stdout}
     want = {"lib" + v.expect} & set(libs)
+    if v.behind:
+        want |= {lib for lib in libs if os.path.basename(v.behind).startswith(lib)}
     if mapped != want:
         return "allocators mapped into node: %s, expected %s" % (sorted(mapped) or "none",
                                                                  sorted(want) or "none")
