@@ -36,6 +36,9 @@ struct family {
 
 static struct family found;
 static _Atomic(const struct family *) chosen;
+/* The file whose malloc the process uses when it is not this library's
+ * (another allocator came first): then only zkn_* calls reach the cache. */
+static const char *shadowed_by;
 enum { UNRESOLVED, RESOLVING, RESOLVED };
 static _Atomic int state;
 
@@ -139,6 +142,10 @@ static void resolve(void)
             found = (struct family){__libc_malloc, __libc_calloc, __libc_realloc, __libc_free,
                                     __libc_memalign, static_glibc_usable, "glibc (static)"};
     }
+    Dl_info mine, theirs;
+    if (dladdr((void *)zkn__next_name, &mine) && dladdr((void *)malloc, &theirs) &&
+        mine.dli_fbase != theirs.dli_fbase)
+        shadowed_by = theirs.dli_fname;
     atomic_store_explicit(&chosen, &found, memory_order_release);
 }
 
@@ -231,11 +238,21 @@ const char *zkn__next_name(void)
     return f ? f->name : "";
 }
 
+const char *zkn__malloc_shadowed_by(void)
+{
+    return atomic_load_explicit(&chosen, memory_order_acquire) ? shadowed_by : NULL;
+}
+
 #else
 
 const char *zkn__next_name(void)
 {
     return "the process's malloc";
+}
+
+const char *zkn__malloc_shadowed_by(void)
+{
+    return NULL; /* the sanitizer owns malloc by design */
 }
 
 #endif

@@ -30,5 +30,8 @@ size_t zkn__next_usable_size(void *ptr);
 
 /* The file of the allocator found (for the stats report); "" before one is. */
 const char *zkn__next_name(void);
+/* The file whose malloc the process uses instead of this library's (another
+ * allocator came first in LD_PRELOAD or the link), or NULL. */
+const char *zkn__malloc_shadowed_by(void);
 
 #endif

@@ -40,7 +40,7 @@ int zkn_stats(struct zkn_stats *out)
 /* The report: one line per counter, built in a buffer and written at once
  * (no stdio, no malloc: it also runs in a signal handler). */
 struct report {
-    char buf[1024];
+    char buf[2048]; /* two file paths among the counters */
     size_t len;
 };
 
@@ -88,6 +88,13 @@ static void report(const char *title, const struct zkn_stats *s)
     put(&r, "zknalloc:   small_allocator  ");
     put(&r, zkn__next_name());
     put(&r, "\n");
+    const char *shadow = zkn__malloc_shadowed_by();
+    if (shadow) {
+        put(&r, "zknalloc:   process_malloc   ");
+        put(&r, shadow);
+        put(&r, ": not this library's, so only zkn_* calls use its cache "
+                "(put libzknalloc.so first in LD_PRELOAD)\n");
+    }
     for (size_t off = 0; off < r.len;) {
         ssize_t w = write(2, r.buf + off, r.len - off);
         if (w < 0 && errno == EINTR)

@@ -268,6 +268,31 @@ START_TEST(next_allocator_after_the_library)
     ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "alone: %s", r.err);
     ck_assert_msg(strstr(r.err, "small_allocator  ") && strstr(r.err, "libc.so.6\n"),
                   "alone, the report does not name glibc: %s", r.err);
+    ck_assert_msg(!strstr(r.err, "process_malloc"), "its own malloc reported as another's: %s",
+                  r.err);
+}
+END_TEST
+
+/* The other order: the allocator first, the library second. The process's
+ * malloc is then the other's and the library serves only zkn_* calls; the
+ * report says so rather than showing an idle cache without a reason. */
+START_TEST(allocator_before_the_library_named)
+{
+    SKIP_UNLESS_DROPIN();
+    static struct run r;
+    char fake[PATH_MAX];
+    static char preload[2 * PATH_MAX + 16];
+    ck_assert_ptr_nonnull(realpath(zkn_test_build_path("tests/libzkn-fake-next.so"), fake));
+    snprintf(preload, sizeof preload, "LD_PRELOAD=%s %s", fake, libpath);
+    const char *env[] = {preload, "ZK_NALLOC_SHOW_STATS=1", NULL};
+    const char *tru = find_program("true");
+    ck_assert_ptr_nonnull(tru);
+    const char *argv[] = {tru, NULL};
+    run(&r, argv, 1, env);
+    ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "true failed: %s", r.err);
+    char named[PATH_MAX + 64];
+    snprintf(named, sizeof named, "process_malloc   %s: not this library's", fake);
+    ck_assert_msg(strstr(r.err, named), "the report does not name %s: %s", fake, r.err);
 }
 END_TEST
 
@@ -517,6 +542,7 @@ static Suite *suite(void)
     tcase_add_test(t, python3_preloaded);
     tcase_add_test(t, next_allocator_after_the_library);
     tcase_add_test(t, real_allocators_after_the_library);
+    tcase_add_test(t, allocator_before_the_library_named);
     tcase_add_test(t, stats_on_signal);
     tcase_add_test(t, bad_settings_named_once);
     tcase_add_test(t, python3_preloaded_with_daemon_and_fork);
