@@ -19,8 +19,24 @@
 void free_sized(void *ptr, size_t size);
 void free_aligned_sized(void *ptr, size_t alignment, size_t size);
 
+/* Whether the process's malloc or calloc ever reached these: the stats
+ * report's hint when another allocator came first (next_alloc.c). */
+static _Atomic int reached;
+
+int zkn__dropin_reached(void)
+{
+    return atomic_load_explicit(&reached, memory_order_relaxed);
+}
+
+static inline void note_reached(void)
+{
+    if (!atomic_load_explicit(&reached, memory_order_relaxed))
+        atomic_store_explicit(&reached, 1, memory_order_relaxed);
+}
+
 EXPORT void *malloc(size_t size)
 {
+    note_reached();
     return zkn_malloc(size);
 }
 
@@ -31,6 +47,7 @@ EXPORT void free(void *ptr)
 
 EXPORT void *calloc(size_t n, size_t size)
 {
+    note_reached();
     return zkn_calloc(n, size);
 }
 
@@ -122,6 +139,13 @@ EXPORT void free_aligned_sized(void *ptr, size_t alignment, size_t size)
 {
     (void)alignment; /* the block's class already encodes the alignment it got */
     zkn_free_sized(ptr, size);
+}
+
+#else
+
+int zkn__dropin_reached(void)
+{
+    return 1; /* no drop-in: the sanitizer owns malloc by design */
 }
 
 #endif

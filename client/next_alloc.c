@@ -19,6 +19,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/auxv.h>
 
 #include "next_alloc.h"
 
@@ -37,7 +38,8 @@ struct family {
 static struct family found;
 static _Atomic(const struct family *) chosen;
 /* The file whose malloc the process uses when it is not this library's
- * (another allocator came first): then only zkn_* calls reach the cache. */
+ * (another allocator came first): then only zkn_* calls reach the cache.
+ * The stats report believes it only when the drop-in was never reached. */
 static const char *shadowed_by;
 enum { UNRESOLVED, RESOLVING, RESOLVED };
 static _Atomic int state;
@@ -142,10 +144,17 @@ static void resolve(void)
             found = (struct family){__libc_malloc, __libc_calloc, __libc_realloc, __libc_free,
                                     __libc_memalign, static_glibc_usable, "glibc (static)"};
     }
-    Dl_info mine, theirs;
+    /* Where malloc's address lies, if not here. A program built without PIE
+     * that takes malloc's address makes its own PLT entry that address, so
+     * the program itself is no answer: then the file is not known. */
+    Dl_info mine, theirs, program;
     if (dladdr((void *)zkn__next_name, &mine) && dladdr((void *)malloc, &theirs) &&
-        mine.dli_fbase != theirs.dli_fbase)
-        shadowed_by = theirs.dli_fname;
+        mine.dli_fbase != theirs.dli_fbase) {
+        int in_program = dladdr((void *)getauxval(AT_PHDR), &program) &&
+                         program.dli_fbase == theirs.dli_fbase;
+        shadowed_by = in_program ? "the program's own or one preloaded before libzknalloc.so"
+                                 : theirs.dli_fname;
+    }
     atomic_store_explicit(&chosen, &found, memory_order_release);
 }
 

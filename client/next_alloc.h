@@ -30,8 +30,12 @@ size_t zkn__next_usable_size(void *ptr);
 
 /* The file of the allocator found (for the stats report); "" before one is. */
 const char *zkn__next_name(void);
-/* The file whose malloc the process uses instead of this library's (another
- * allocator came first in LD_PRELOAD or the link), or NULL. */
+/* The file that holds the process's malloc when that is not this library,
+ * or NULL. Taken from malloc's address, which a program built without PIE
+ * may make its own even when the library serves it: only
+ * zkn__dropin_reached() (dropin.c) tells for sure. */
 const char *zkn__malloc_shadowed_by(void);
+/* Whether the process's malloc or calloc has reached the drop-in. */
+int zkn__dropin_reached(void);
 
 #endif

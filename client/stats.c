@@ -89,10 +89,10 @@ static void report(const char *title, const struct zkn_stats *s)
     put(&r, zkn__next_name());
     put(&r, "\n");
     const char *shadow = zkn__malloc_shadowed_by();
-    if (shadow) {
+    if (shadow && !zkn__dropin_reached()) {
         put(&r, "zknalloc:   process_malloc   ");
         put(&r, shadow);
-        put(&r, ": not this library's, so only zkn_* calls use its cache "
+        put(&r, ": malloc is not this library's, so only zkn_* calls use its cache "
                 "(put libzknalloc.so first in LD_PRELOAD)\n");
     }
     for (size_t off = 0; off < r.len;) {
