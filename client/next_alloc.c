@@ -41,8 +41,7 @@ static _Atomic(const struct family *) chosen;
  * (another allocator came first): then only zkn_* calls reach the cache.
  * The stats report believes it only when the drop-in was never reached. */
 static const char *shadowed_by;
-enum { UNRESOLVED, RESOLVING, RESOLVED };
-static _Atomic int state;
+static atomic_flag lookup_started = ATOMIC_FLAG_INIT;
 
 /* What the lookup itself allocates (a few small blocks) and what other
  * threads ask for in those microseconds. Each block is preceded by its size. */
@@ -106,7 +105,7 @@ static int load_family(void *handle)
     }
     /* Converting dlsym's void * to a function pointer is what POSIX
      * requires dlsym's results to allow. */
-    if (sym[0] == (void *)zkn__next_malloc || sym[0] == (void *)malloc)
+    if (sym[0] == (void *)malloc)
         return -1;
     found.malloc = (void *(*)(size_t))sym[0];
     found.calloc = (void *(*)(size_t, size_t))sym[1];
@@ -165,11 +164,8 @@ static const struct family *family(void)
     const struct family *f = atomic_load_explicit(&chosen, memory_order_acquire);
     if (f)
         return f;
-    int expect = UNRESOLVED;
-    if (atomic_compare_exchange_strong(&state, &expect, RESOLVING)) {
+    if (!atomic_flag_test_and_set(&lookup_started))
         resolve();
-        atomic_store_explicit(&state, RESOLVED, memory_order_release);
-    }
     return atomic_load_explicit(&chosen, memory_order_acquire);
 }
 
@@ -229,8 +225,10 @@ size_t zkn__next_usable_size(void *ptr)
 
 void *zkn__next_realloc(void *ptr, size_t size)
 {
-    if (!ptr || !in_boot(ptr))
-        return ptr ? family_settled()->realloc(ptr, size) : zkn__next_malloc(size);
+    if (!ptr)
+        return zkn__next_malloc(size);
+    if (!in_boot(ptr))
+        return family_settled()->realloc(ptr, size);
     if (size == 0)
         return NULL; /* glibc frees and returns NULL; a static block needs no freeing */
     void *n = zkn__next_malloc(size);
