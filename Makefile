@@ -87,9 +87,14 @@ $(LIB_SO): $(CLIENT_OBJ) $(PROTO_OBJ)
 	$(CC) $(LDFLAGS_ALL) -shared -Wl,-soname,libzknalloc.so.0 -o $@ $^
 	@ln -sf libzknalloc.so $(B)/libzknalloc.so.0 # what programs linked with -lzknalloc look for
 
+# One prelinked object, so that linking the archive brings in all of it: a
+# program references only malloc and zkn_*, and archive members nothing
+# references would be left out with their constructors and destructors (the
+# stats report, its signal). Hidden symbols stay hidden in the program.
 $(LIB_A): $(CLIENT_OBJ) $(PROTO_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	$(CC) -r -nostdlib -o $(B)/obj/libzknalloc-all.o $^
+	ar rcs $@ $(B)/obj/libzknalloc-all.o
 
 # Client tests link the library they test; the others use the wire code only.
 # (The library's own copy of proto/ is hidden, so the harness links its own.)
@@ -120,7 +125,14 @@ $(NEXT_ALLOC_USER): tests/next-alloc/next_user.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c17 -D_GNU_SOURCE $(WARN) $(OPT) -o $@ $<
 
-check-tests: all $(TEST_BIN) $(NEXT_ALLOC_FAKE) $(NEXT_ALLOC_USER)
+# The same program with the static library linked in instead of preloaded.
+ARCHIVE_USER = $(B)/tests/zkn-archive-user
+
+$(ARCHIVE_USER): tests/next-alloc/next_user.c $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c17 -D_GNU_SOURCE $(WARN) $(OPT) $(LDFLAGS_ALL) -o $@ $^
+
+check-tests: all $(TEST_BIN) $(NEXT_ALLOC_FAKE) $(NEXT_ALLOC_USER) $(ARCHIVE_USER)
 
 # Every suite runs against the binaries of the same build tree.
 test: check-tests

@@ -118,14 +118,15 @@ static int load_family(void *handle)
 
 /* glibc's exported internal names, and its chunk header for the size (as its
  * musable() reads it: size word before the block, bit 1 = mmapped chunk).
- * Only for a static program, where no other allocator can be linked in. */
+ * The last resort, should both lookups fail: with glibc's loader they do not
+ * (libc.so.6 is always loaded; a -static program cannot link the library). */
 extern void *__libc_malloc(size_t size);
 extern void *__libc_calloc(size_t n, size_t size);
 extern void *__libc_realloc(void *ptr, size_t size);
 extern void __libc_free(void *ptr);
 extern void *__libc_memalign(size_t align, size_t size);
 
-static size_t static_glibc_usable(void *ptr)
+static size_t glibc_chunk_usable(void *ptr)
 {
     size_t head = ((size_t *)ptr)[-1];
     size_t chunk = head & ~(size_t)7;
@@ -141,7 +142,7 @@ static void resolve(void)
             dlclose(libc);
         if (!ok)
             found = (struct family){__libc_malloc, __libc_calloc, __libc_realloc, __libc_free,
-                                    __libc_memalign, static_glibc_usable, "glibc (static)"};
+                                    __libc_memalign, glibc_chunk_usable, "glibc (__libc_ names)"};
     }
     /* Where malloc's address lies, if not here. A program built without PIE
      * that takes malloc's address makes its own PLT entry that address, so

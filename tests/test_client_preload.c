@@ -278,6 +278,29 @@ START_TEST(next_allocator_after_the_library)
 }
 END_TEST
 
+/* The static library linked into a program instead of preloaded: the same
+ * checks, and the exit report, which lives in a part of the library the
+ * program never calls (left out of the link when the archive held one
+ * object per source file). */
+START_TEST(library_linked_from_archive)
+{
+    SKIP_UNLESS_DROPIN();
+    static struct run r;
+    const char *argv[] = {zkn_test_build_path("tests/zkn-archive-user"), NULL};
+    const char *env[] = {"ZK_NALLOC_SHOW_STATS=1", NULL};
+    run(&r, argv, 0, env);
+    ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "status %d: %s", r.status,
+                  r.err);
+    ck_assert_str_eq(r.out, "next allocator ok\n");
+    ck_assert_msg(strstr(r.err, "small_allocator  ") && strstr(r.err, "libc.so.6\n"),
+                  "no report naming glibc behind the linked-in library: %s", r.err);
+    ck_assert_msg(!strstr(r.err, "process_malloc"), "its own malloc reported as another's: %s",
+                  r.err);
+    ck_assert_msg(stat_of(r.err, "hits") > 0,
+                  "the linked-in library served no large block from its cache: %s", r.err);
+}
+END_TEST
+
 /* The other order: the allocator first, the library second. The process's
  * malloc is then the other's and the library serves only zkn_* calls; the
  * report says so rather than showing an idle cache without a reason. */
@@ -548,6 +571,7 @@ static Suite *suite(void)
     tcase_add_test(t, next_allocator_after_the_library);
     tcase_add_test(t, real_allocators_after_the_library);
     tcase_add_test(t, allocator_before_the_library_named);
+    tcase_add_test(t, library_linked_from_archive);
     tcase_add_test(t, stats_on_signal);
     tcase_add_test(t, bad_settings_named_once);
     tcase_add_test(t, python3_preloaded_with_daemon_and_fork);
