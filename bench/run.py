@@ -379,7 +379,7 @@ PLANS = {
         # rewrite after fork costs up to 25 s per GiB here with 4 KiB copy-on-write
         # faults (glibc), so it is timed at 512 MiB only
         "fork": [(0, 5, 0), (512, 5, 2), (2048, 2, 0)],
-        "real": "full",  # bench/real/real.py's plan: snarkjs groth16 x5 + plonk x3, 2^16
+        "real": "full",  # bench/real/real.py's plan: snarkjs groth16 x9 + plonk x3, 2^16
         "variants": None,  # all
     },
     "quick": {
