@@ -861,10 +861,20 @@ def targets(by, cases, variants, runner):
         d = by.get((c, v.name))
         if d and bp:
             r = med(d["samples"]) / med(bp["samples"])
+            # What one core needs to zero a round's 96 MiB (memset, measured in the same
+            # process): with the zeroing moved to the other core of this 2-core VM, a round
+            # is still no shorter than that.
+            zero = med(d["zeroing_us"]) if d.get("zeroing_us") else None
+            target = 0.5 * med(bp["samples"])
+            bound = ("; one core zeroes the round's 96 MiB in %s us, the target is %s us" %
+                     (num(zero), num(target))) if zero else ""
+            verdict = "met" if r <= 0.5 else "**not met**"
+            if r > 0.5 and zero and zero > target:
+                verdict += " (out of reach with one spare core: see below)"
             rows.append(("MSM buckets, %s: ≤ 0.5x best peer" % v.name,
-                         "%s us vs %s %s us = %.2fx" % (num(med(d["samples"])), bp["variant"],
-                                                         num(med(bp["samples"])), r),
-                         "met" if r <= 0.5 else "**not met**"))
+                         "%s us vs %s %s us = %.2fx%s" % (num(med(d["samples"])), bp["variant"],
+                                                           num(med(bp["samples"])), r, bound),
+                         verdict))
     for c in [c for c in cases if c.startswith("cold start")]:
         d = by.get((c, "zk-nalloc+daemon"))
         bp = best_peer(by, c, variants)
@@ -1042,6 +1052,17 @@ def write_reports(runner, variants, mode, took_s, out):
              "gap exceeds half the spread of all allocators' medians in that case (all allocators "
              "should be equal there). Best peer: the peer variant with the lowest median.")
     L.append("")
+    L.append("MSM buckets: each round callocs 96 MiB that the last round dirtied, so someone must "
+             "write 96 MiB of zeroes per round. The peers (and zk-nalloc without a trade) do it on "
+             "the caller's time. zk-nalloc+daemon can hand dirty blocks to the daemon and take "
+             "blocks it zeroed (`ZK_NALLOC_CALLOC_TRADE=1`), but the daemon's zeroing then "
+             "runs on the one other core of this 2-core VM: a round is then no shorter than the "
+             "time one core needs for the 96 MiB memset, measured in the same process "
+             "(`zeroing_us`). A peer that zeroes on the caller's time takes about the floor plus "
+             "that memset, so half its round is less than the memset whenever the floor is: "
+             "then no allocator reaches the 0.5x target here. A machine with more idle cores "
+             "(the daemon zeroes on several threads) could.")
+    L.append("")
 
     real_res = getattr(runner, "real_res", None)
     if real_res and not real_res.get("skip"):
@@ -1081,7 +1102,10 @@ def write_reports(runner, variants, mode, took_s, out):
         for v in variants:
             d = by.get((c, v.name))
             if not d:
-                L.append("| %s | %s | | %s" % (v.name, v.skip or "failed (see log)",
+                # A variant a case leaves out (cold start after idle runs four) is not a failure.
+                failed = any(e.startswith(v.name + ":") for e in runner.errors)
+                L.append("| %s | %s | | %s" % (v.name, v.skip or ("failed (see log)" if failed
+                                                                   else "not run in this case"),
                                                "| " * len(extra_cols)))
                 continue
             fl = ("%s (%s–%s)" % (num(med(d["floor"])), num(min(d["floor"])), num(max(d["floor"])))
