@@ -496,10 +496,11 @@ def bench_all(runner, variants, plan):
 
     def burst(v):
         reps, warm = plan["burst"]
-        for pat in ("burst", "burst-nowrite"):
+        for pat in ("burst", "burst-nowrite", "burst-small"):
             r = runner.run(v, "zk_patterns", [pat, reps, warm])
             progress(r[0] if r else None)
-    each("phase burst: 8 x 16 MiB allocated (written or not), all freed (us per burst)", burst, "burst")
+    each("phase burst: 8 x 16 MiB (written or not) or 64 x 512 KiB allocated, all freed "
+         "(us per burst)", burst, "burst")
 
     def msm(v):
         reps, warm = plan["msm"]
@@ -1259,7 +1260,8 @@ def chart(runner, variants, out, by, cases, ratio_cases):
     if not names:
         return
     short = {"fft 8 MiB": "FFT 8M", "fft 32 MiB": "FFT 32M", "fft 128 MiB": "FFT 128M",
-             "burst 8x16 MiB": "burst", "msm 16x6 MiB calloc": "MSM", "cold start 1 GiB": "cold start"}
+             "burst 8x16 MiB": "burst", "burst 64x512 KiB": "burst 512K", "msm 16x6 MiB calloc": "MSM",
+             "cold start 1 GiB": "cold start"}
 
     def label(c):
         if c in short:

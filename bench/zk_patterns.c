@@ -3,6 +3,7 @@
  *   zk_patterns fft SIZE_MIB [REPS] [WARMUP]   allocate SIZE MiB, fill every byte, free
  *   zk_patterns burst [REPS] [WARMUP]          8 x 16 MiB allocated, each filled, all freed
  *   zk_patterns burst-nowrite [REPS] [WARMUP]  8 x 16 MiB allocated and freed, never touched
+ *   zk_patterns burst-small [REPS] [WARMUP]    64 x 512 KiB allocated, each filled, all freed
  *   zk_patterns msm [REPS] [WARMUP]            16 x 6 MiB calloc, 1% of cache lines
  *                                              read-modify-written at random, all freed
  *   zk_patterns grow [REPS] [WARMUP]           a buffer grown by realloc from 1 MiB to
@@ -20,6 +21,10 @@
 
 #define BURST_N 8
 #define BURST_MIB 16
+/* Blocks under a huge page: how they are mapped (carved from huge pages, or
+ * 4 KiB pages) shows here, not in the 16 MiB burst. */
+#define SMALL_BURST_N 64
+#define SMALL_BURST_KIB 512
 #define MSM_N 16
 #define MSM_MIB 6
 #define LINE 64
@@ -72,7 +77,7 @@ int main(int argc, char **argv)
 {
     bench_check_preload();
     if (argc < 2) {
-        fprintf(stderr, "usage: zk_patterns fft SIZE_MIB [REPS] [WARMUP] | burst|burst-nowrite|msm|grow "
+        fprintf(stderr, "usage: zk_patterns fft SIZE_MIB [REPS] [WARMUP] | burst|burst-nowrite|burst-small|msm|grow "
                         "[REPS] [WARMUP]\n");
         return 2;
     }
@@ -114,15 +119,18 @@ int main(int argc, char **argv)
         snprintf(casename, sizeof casename, "fft %zu MiB", mib);
         extra_mem(extra, sizeof extra, &mem, &base);
         bench_emit("fft", casename, "us", &s, &f, extra);
-    } else if (strcmp(pat, "burst") == 0 || strcmp(pat, "burst-nowrite") == 0) {
-        int write = strcmp(pat, "burst") == 0;
-        size_t n = (size_t)BURST_MIB * MIB;
-        unsigned char *fl = write ? bench_map(n * BURST_N, 1, 1) : NULL;
+    } else if (strcmp(pat, "burst") == 0 || strcmp(pat, "burst-nowrite") == 0 ||
+               strcmp(pat, "burst-small") == 0) {
+        int write = strcmp(pat, "burst-nowrite") != 0;
+        int small = strcmp(pat, "burst-small") == 0;
+        int count = small ? SMALL_BURST_N : BURST_N;
+        size_t n = small ? (size_t)SMALL_BURST_KIB << 10 : (size_t)BURST_MIB * MIB;
+        unsigned char *fl = write ? bench_map(n * (size_t)count, 1, 1) : NULL;
         bench_read_mem(&base);
         for (long r = -warm; r < reps; r++) {
-            void *p[BURST_N];
+            void *p[SMALL_BURST_N > BURST_N ? SMALL_BURST_N : BURST_N];
             uint64_t t0 = bench_now_ns();
-            for (int i = 0; i < BURST_N; i++) {
+            for (int i = 0; i < count; i++) {
                 p[i] = malloc(n);
                 if (!p[i])
                     return 1;
@@ -132,11 +140,11 @@ int main(int argc, char **argv)
             }
             if (r == reps - 1)
                 bench_read_mem(&mem);
-            for (int i = 0; i < BURST_N; i++)
+            for (int i = 0; i < count; i++)
                 free(p[i]);
             uint64_t t1 = bench_now_ns();
             if (write)
-                for (int i = 0; i < BURST_N; i++)
+                for (int i = 0; i < count; i++)
                     fill(fl + (size_t)i * n, n, (int)r + i);
             uint64_t t2 = bench_now_ns();
             if (r >= 0) {
@@ -144,7 +152,10 @@ int main(int argc, char **argv)
                 bench_series_add(&f, (double)(t2 - t1) / 1e3);
             }
         }
-        snprintf(casename, sizeof casename, "%s 8x16 MiB", write ? "burst" : "burst-nowrite");
+        if (small)
+            snprintf(casename, sizeof casename, "burst %dx%d KiB", SMALL_BURST_N, SMALL_BURST_KIB);
+        else
+            snprintf(casename, sizeof casename, "%s 8x16 MiB", write ? "burst" : "burst-nowrite");
         extra_mem(extra, sizeof extra, &mem, &base);
         bench_emit(pat, casename, "us", &s, write ? &f : NULL, extra);
     } else if (strcmp(pat, "grow") == 0) {
