@@ -148,12 +148,35 @@ long bench_maxrss_kb(void)
     return ru.ru_maxrss;
 }
 
+static void write_array(FILE *out, const struct bench_series *s)
+{
+    fputc('[', out);
+    for (size_t i = 0; s && i < s->n; i++)
+        fprintf(out, "%s%.6g", i ? "," : "", s->v[i]);
+    fputc(']', out);
+}
+
 static void emit_array(const struct bench_series *s)
 {
-    putchar('[');
-    for (size_t i = 0; s && i < s->n; i++)
-        printf("%s%.6g", i ? "," : "", s->v[i]);
-    putchar(']');
+    write_array(stdout, s);
+}
+
+int bench_extra_series(char *extra, size_t cap, const char *name, const struct bench_series *s)
+{
+    char *field = NULL;
+    size_t len = 0, used = strlen(extra);
+    FILE *f = open_memstream(&field, &len);
+    if (!f)
+        return -1;
+    fprintf(f, "%s\"%s\":", used ? "," : "", name);
+    write_array(f, s);
+    if (fclose(f) != 0 || used + len + 1 > cap) {
+        free(field);
+        return -1;
+    }
+    memcpy(extra + used, field, len + 1);
+    free(field);
+    return 0;
 }
 
 static void emit_string(const char *s)

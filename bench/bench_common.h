@@ -50,6 +50,10 @@ void bench_read_mem(struct bench_mem *m);
 /* Peak resident set (getrusage ru_maxrss), KiB. */
 long bench_maxrss_kb(void);
 
+/* Appends "name":[values] to a bench_emit extra string, formatted as
+ * bench_emit formats its series; -1 when it does not fit in cap. */
+int bench_extra_series(char *extra, size_t cap, const char *name, const struct bench_series *s);
+
 /* Writes one result line:
  * {"bench":..,"case":..,"unit":..,"malloc_from":..,"samples":[..],"floor":[..],<extra>}
  * floor may be NULL; extra is a preformatted JSON fragment ("\"k\":1,...") or NULL. */

@@ -77,8 +77,8 @@ int main(int argc, char **argv)
 {
     bench_check_preload();
     if (argc < 2) {
-        fprintf(stderr, "usage: zk_patterns fft SIZE_MIB [REPS] [WARMUP] | burst|burst-nowrite|burst-small|msm|grow "
-                        "[REPS] [WARMUP]\n");
+        fprintf(stderr, "usage: zk_patterns fft SIZE_MIB [REPS] [WARMUP] | "
+                        "burst|burst-nowrite|burst-small|msm|grow [REPS] [WARMUP]\n");
         return 2;
     }
     const char *pat = argv[1];
@@ -241,16 +241,10 @@ int main(int argc, char **argv)
         for (int i = 0; i < MSM_N; i++)
             free(p[i]);
         extra_mem(extra, sizeof extra, &mem, &base);
-        size_t used = strlen(extra);
-        used += (size_t)snprintf(extra + used, sizeof extra - used, ",\"zeroing_us\":[");
-        for (size_t i = 0; i < z.n && used < sizeof extra; i++)
-            used += (size_t)snprintf(extra + used, sizeof extra - used, "%s%.6g", i ? "," : "",
-                                     z.v[i]);
-        if (used + 2 > sizeof extra) {
+        if (bench_extra_series(extra, sizeof extra, "zeroing_us", &z) != 0) {
             fprintf(stderr, "zk_patterns: result line too long\n");
             return 1;
         }
-        snprintf(extra + used, sizeof extra - used, "]");
         bench_escape(&sink);
         bench_emit("msm", "msm 16x6 MiB calloc", "us", &s, &f, extra);
     } else {

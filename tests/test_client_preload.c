@@ -258,6 +258,22 @@ static void next_user_under(const char *next, struct run *r)
     ck_assert_msg(strstr(r->err, named), "the report does not name %s: %s", next, r->err);
 }
 
+/* Runs a next-alloc program from the build tree with nothing preloaded after
+ * the library (preloaded, or linked in when preload is 0): it must succeed,
+ * and its report must name glibc behind the library and no other malloc. */
+static void glibc_behind(const char *program, int preload, struct run *r)
+{
+    const char *argv[] = {zkn_test_build_path(program), NULL};
+    const char *env[] = {"ZK_NALLOC_SHOW_STATS=1", NULL};
+    run(r, argv, preload, env);
+    ck_assert_msg(WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0, "%s: status %d: %s",
+                  program, r->status, r->err);
+    ck_assert_msg(strstr(r->err, "small_allocator  ") && strstr(r->err, "libc.so.6\n"),
+                  "%s: the report does not name glibc: %s", program, r->err);
+    ck_assert_msg(!strstr(r->err, "process_malloc"), "%s: its own malloc reported as another's: %s",
+                  program, r->err);
+}
+
 START_TEST(next_allocator_after_the_library)
 {
     SKIP_UNLESS_DROPIN();
@@ -267,14 +283,7 @@ START_TEST(next_allocator_after_the_library)
     next_user_under(fake, &r);
 
     /* Alone, the library's small requests are glibc's. */
-    const char *argv[] = {zkn_test_build_path("tests/zkn-next-user"), NULL};
-    const char *env[] = {"ZK_NALLOC_SHOW_STATS=1", NULL};
-    run(&r, argv, 1, env);
-    ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "alone: %s", r.err);
-    ck_assert_msg(strstr(r.err, "small_allocator  ") && strstr(r.err, "libc.so.6\n"),
-                  "alone, the report does not name glibc: %s", r.err);
-    ck_assert_msg(!strstr(r.err, "process_malloc"), "its own malloc reported as another's: %s",
-                  r.err);
+    glibc_behind("tests/zkn-next-user", 1, &r);
 }
 END_TEST
 
@@ -286,16 +295,8 @@ START_TEST(library_linked_from_archive)
 {
     SKIP_UNLESS_DROPIN();
     static struct run r;
-    const char *argv[] = {zkn_test_build_path("tests/zkn-archive-user"), NULL};
-    const char *env[] = {"ZK_NALLOC_SHOW_STATS=1", NULL};
-    run(&r, argv, 0, env);
-    ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "status %d: %s", r.status,
-                  r.err);
+    glibc_behind("tests/zkn-archive-user", 0, &r);
     ck_assert_str_eq(r.out, "next allocator ok\n");
-    ck_assert_msg(strstr(r.err, "small_allocator  ") && strstr(r.err, "libc.so.6\n"),
-                  "no report naming glibc behind the linked-in library: %s", r.err);
-    ck_assert_msg(!strstr(r.err, "process_malloc"), "its own malloc reported as another's: %s",
-                  r.err);
     ck_assert_msg(stat_of(r.err, "hits") > 0,
                   "the linked-in library served no large block from its cache: %s", r.err);
 }
