@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "next_alloc.h"
@@ -70,27 +71,56 @@ static int daemon_preferred(int c)
     return 1;
 }
 
-/* Maps what the daemon lent: the first into a slot for the caller (state
+/* Maps what the daemon lent: regions of class c, or huge pages for runs of
+ * k slots each (region.c). The first slot goes to the caller (state
  * SLOT_BUSY), the rest into the cache. Under zkn__fork_lock (read). */
-static uint32_t map_lent(int c, const struct zkn__lent *got, int n, uint32_t gen)
+static uint32_t map_lent(int c, uint32_t k, const struct zkn__lent *got, int n, uint32_t gen)
 {
     uint32_t first = UINT32_MAX;
     int unmapped = 0;
+    /* Asked before the backing was known, or of a daemon since replaced:
+     * huge pages that cannot be split (4 KiB files, hugetlbfs) go back. */
+    int runs_ok = !k || (zkn__daemon_backing() && zkn__daemon_run_blocks(c) == k);
     for (int i = 0; i < n; i++) {
-        uint32_t idx = zkn__region_map_fd(c, got[i].fd, got[i].id, got[i].clean, gen);
+        uint32_t idx = UINT32_MAX;
+        if (!runs_ok)
+            close(got[i].fd);
+        else if (k)
+            idx = zkn__region_map_fd_run(c, got[i].fd, got[i].id, got[i].clean, gen);
+        else
+            idx = zkn__region_map_fd(c, got[i].fd, got[i].id, got[i].clean, gen);
         if (idx == UINT32_MAX) {
             zkn__queue_push(ZKN__OWED_RETURN, got[i].id, gen); /* never mapped: straight back */
             unmapped = 1;
-        } else if (first == UINT32_MAX) {
-            first = idx;
-        } else {
-            atomic_store(&zkn__win.cls[c].slots[idx].state, SLOT_CACHED);
-            zkn__cache_put(c, idx);
+            continue;
+        }
+        for (uint32_t j = idx; j < idx + (k ? k : 1); j++) {
+            if (first == UINT32_MAX) {
+                first = j;
+                continue;
+            }
+            atomic_store(&zkn__win.cls[c].slots[j].state, SLOT_CACHED);
+            zkn__cache_put(c, j);
         }
     }
     if (unmapped)
         zkn__daemon_flush_returns(0);
     return first;
+}
+
+/* What to tell the daemon to keep ready of class lc: this process's misses
+ * in it, and, for the huge-page class, the huge pages its runs took. */
+static uint32_t demand_for(int lc)
+{
+    uint32_t demand = atomic_load_explicit(&class_misses[lc], memory_order_relaxed);
+    if (zkn__win.cls[lc].size != ZKN_HUGE_PAGE_SIZE)
+        return demand;
+    for (int r = 0; r < lc; r++) {
+        uint32_t k = zkn__daemon_run_blocks(r);
+        if (k)
+            demand += (atomic_load_explicit(&class_misses[r], memory_order_relaxed) + k - 1) / k;
+    }
+    return demand;
 }
 
 /* Regions from the daemon (when it is the better source for this class):
@@ -101,19 +131,24 @@ static uint32_t from_daemon(int c, int zero, int count, int *n)
 {
     struct zkn__lent got[ZKN_MAX_REGIONS_PER_REPLY];
     uint32_t gen = 0;
+    /* Classes that tile a huge page ask for huge pages (runs: region.c). */
+    uint32_t k = zkn__daemon_run_blocks(c);
+    int lc = k ? zkn_size_class(ZKN_HUGE_PAGE_SIZE) : c;
+    if (k)
+        count = (count + (int)k - 1) / (int)k;
     pthread_rwlock_unlock(&zkn__fork_lock);
     /* The demand is what this process has missed in the class so far: the
      * daemon keeps that many ready, so a short-lived process that bursts
      * 16 misses teaches it 16, whatever it can take at once. */
-    uint32_t demand = atomic_load_explicit(&class_misses[c], memory_order_relaxed);
+    uint32_t demand = demand_for(lc);
     if (demand < (uint32_t)count)
         demand = (uint32_t)count;
-    *n = zkn__daemon_lend(c, count, demand, zero, got, &gen);
+    *n = zkn__daemon_lend(lc, count, demand, zero, got, &gen);
     pthread_rwlock_rdlock(&zkn__fork_lock);
     if (*n <= 0)
         return UINT32_MAX;
     atomic_fetch_add_explicit(&class_lends[c], 1, memory_order_relaxed);
-    return map_lent(c, got, *n, gen);
+    return map_lent(c, k, got, *n, gen);
 }
 
 /* A region for a miss: daemon first (when it is the better source for this

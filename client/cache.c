@@ -140,9 +140,11 @@ static int slot_clean(int c, uint32_t idx)
     return (zkn__win.cls[c].slots[idx].flags & SLOT_F_CLEAN) != 0;
 }
 
+/* Daemon regions, and every slot of a daemon run even once made private:
+ * their pages never move to another slot (a run is released slot by slot). */
 static int slot_daemon(int c, uint32_t idx)
 {
-    return (zkn__win.cls[c].slots[idx].flags & SLOT_F_DAEMON) != 0;
+    return (zkn__win.cls[c].slots[idx].flags & (SLOT_F_DAEMON | SLOT_F_PART)) != 0;
 }
 
 static void shared_push_locked(int c, uint32_t idx)

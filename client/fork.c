@@ -49,7 +49,8 @@ static void make_live_regions_forkable(void)
             uint64_t id = s->id;
             uint32_t gen = s->gen;
             /* On failure it stays shared and DONTFORK: the child's fix-up
-             * then maps it privately from the inherited fd. */
+             * then maps it privately from the inherited fd. A run is
+             * forgotten once, whatever number of its parts are live. */
             if (zkn__region_make_private(c, i) == 0 && zkn__daemon_gen_current(gen))
                 zkn__queue_push(ZKN__OWED_FORGET, id, gen);
         }
@@ -102,6 +103,7 @@ static void child_reset(int handled)
     if (atomic_load(&zkn__ctr.daemon_mapped))
         rescue_live_shared(handled);
     zkn__cache_child_reset();
+    zkn__region_child_close_runs();
     zkn__bank_child_reset();
     if (zkn__fork_token)
         atomic_store(zkn__fork_token, 1);

@@ -49,6 +49,8 @@ enum zkn__slot_state {
 #define SLOT_F_CLEAN 2u  /* known to be all zero (never handed out since mapped) */
 #define SLOT_F_FORKED 4u /* a daemon region made private at a fork: the memfd's
                             pages stay beside our copies while it is mapped */
+#define SLOT_F_PART 8u   /* one of the k slots a daemon run covers (region.c):
+                            set from mapping until the whole run is released */
 
 struct zkn__slot {
     _Atomic uint8_t state;
@@ -56,10 +58,14 @@ struct zkn__slot {
     /* On a run's first slot: 1 while the run's slots are still the one huge
      * page new_local_run mapped (region.c); any unmap in the run clears it. */
     _Atomic uint8_t run;
-    uint8_t unused;
+    /* On a daemon run's first slot (region.c): how many of its slots are not
+     * yet released, and RUN_FORGOTTEN once the daemon was told to forget it. */
+    _Atomic uint8_t parts;
     uint32_t next;   /* free-slot or shared-cache list link: index + 1, 0 ends */
     uint32_t gen;    /* daemon instance the region came from */
-    int32_t fd;      /* daemon region's memfd, kept for fork (valid with SLOT_F_DAEMON) */
+    /* The daemon region's memfd, kept for fork (valid with SLOT_F_DAEMON);
+     * a run keeps it on its first slot only. */
+    int32_t fd;
     uint64_t id;     /* daemon region id */
 };
 
@@ -141,15 +147,29 @@ uint32_t zkn__region_new_local(int c, uint32_t *extra);
 /* Maps a daemon memfd into a new slot, keeping fd. UINT32_MAX on failure
  * (fd closed; the caller returns the id). */
 uint32_t zkn__region_map_fd(int c, int fd, uint64_t id, int clean, uint32_t gen);
+/* Slots per daemon run in class c: a daemon region of one huge page mapped
+ * over k neighbouring slots; 0 when this class (or the daemon's backing,
+ * once known) takes regions of its own size. */
+uint32_t zkn__daemon_run_blocks(int c);
+/* Maps a daemon region of one huge page over a run of k new slots of class
+ * c (all SLOT_BUSY). The first, or UINT32_MAX (fd closed; the caller returns
+ * the id). */
+uint32_t zkn__region_map_fd_run(int c, int fd, uint64_t id, int clean, uint32_t gen);
+/* fork child: closes the files of daemon runs (nothing here needs them once
+ * live parts were rescued, and the parent keeps writing other parts). */
+void zkn__region_child_close_runs(void);
 /* Unmaps a region (slot back to PROT_NONE), frees the slot and, for a region
- * of the live daemon, queues its RETURN. */
+ * of the live daemon, queues its RETURN. A run's slot stays held until the
+ * run's last is released, which returns the whole run. */
 void zkn__region_release(int c, uint32_t idx);
 /* Makes a dirty region all zero (memset: measured cheapest, see region.c). */
 void zkn__region_zero(int c, uint32_t idx);
 /* MADV_FREE for a private cached region (contents become undefined). */
 void zkn__region_soften(int c, uint32_t idx);
 /* fork prepare: re-maps a live daemon region in place as a private mapping
- * of its file (copy-on-write); it is no longer a daemon region. 0 or -1. */
+ * of its file (copy-on-write); it is no longer a daemon region. 0 when the
+ * daemon must now be told to FORGET its id, 1 when it already was (another
+ * part of the same run), -1 on failure. */
 int zkn__region_make_private(int c, uint32_t idx);
 /* fork child: a live daemon region absent here (DONTFORK) gets a private copy
  * read from its fd (copy) or an inaccessible reservation. */

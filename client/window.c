@@ -123,9 +123,18 @@ static uint32_t take_slots(int c, uint32_t *list, uint32_t k)
     if (*list) {
         idx = *list - 1;
         *list = w->slots[idx].next;
-    } else if (w->hwm % k == 0 && w->nslots - w->hwm >= k) {
-        idx = w->hwm;
-        w->hwm += k;
+    } else {
+        /* A run starts k-aligned: never-used slots skipped to get there
+         * become released single slots, so single takes do not block runs. */
+        uint32_t pad = (k - w->hwm % k) % k;
+        if (w->nslots - w->hwm >= pad + k) {
+            for (; pad; pad--, w->hwm++) {
+                w->slots[w->hwm].next = w->free_head;
+                w->free_head = w->hwm + 1;
+            }
+            idx = w->hwm;
+            w->hwm += k;
+        }
     }
     for (uint32_t i = idx; idx != UINT32_MAX && i < idx + k; i++) {
         w->slots[i].next = 0;

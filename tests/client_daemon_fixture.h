@@ -28,10 +28,11 @@ static struct zkn_test_daemon daemon_;
 
 /* The classes these tests take from the daemon, made ready before each test:
  * a daemon with nothing ready answers not_warm and the client then uses
- * private memory (classes under 2 MiB are made on demand). */
-static const char *const WARM[] = {"--prewarm", "4M=12", "--prewarm", "6M=2", "--prewarm",
-                                   "8M=2",      "--prewarm", "16M=4", NULL};
-#define WARM_BYTES ((12 * 4 + 2 * 6 + 2 * 8 + 4 * 16) * MiB)
+ * private memory (classes under 2 MiB are made on demand; those that tile a
+ * huge page are lent as 2 MiB regions). */
+static const char *const WARM[] = {"--prewarm", "2M=8", "--prewarm", "4M=12", "--prewarm",
+                                   "6M=2",      "--prewarm", "8M=2", "--prewarm", "16M=4", NULL};
+#define WARM_BYTES ((8 * 2 + 12 * 4 + 2 * 6 + 2 * 8 + 4 * 16) * MiB)
 
 static inline void start_warm_at(const char *path)
 {

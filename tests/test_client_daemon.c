@@ -255,10 +255,14 @@ START_TEST(old_daemon_regions_are_not_returned_to_a_new_one)
     /* Live across the restart: when freed after the new daemon answered, they
      * must be unmapped here, never RETURNed (the new daemon's ids may well
      * be the same numbers). */
-    void *old[4];
+    void *old[4], *parts[2]; /* parts: two blocks of one daemon run (client/region.c) */
     for (int i = 0; i < 4; i++) {
         old[i] = zkn_malloc(2 * MiB);
         zkn_test_fill(old[i], 2 * MiB, (uint64_t)i);
+    }
+    for (int i = 0; i < 2; i++) {
+        parts[i] = zkn_malloc(512 * KiB);
+        zkn_test_fill(parts[i], 512 * KiB, (uint64_t)i + 10);
     }
     char path[sizeof daemon_.sock];
     memcpy(path, daemon_.sock, sizeof path);
@@ -279,6 +283,10 @@ START_TEST(old_daemon_regions_are_not_returned_to_a_new_one)
     for (int i = 0; i < 4; i++) {
         ck_assert(zkn_test_check_fill(old[i], 2 * MiB, (uint64_t)i));
         zkn_free(old[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        ck_assert(zkn_test_check_fill(parts[i], 512 * KiB, (uint64_t)i + 10));
+        zkn_free(parts[i]);
     }
     zkn_free(fresh);
     zkn_release_cache();
