@@ -224,9 +224,11 @@ uint32_t zkn__region_map_fd(int c, int fd, uint64_t id, int clean, uint32_t gen)
  * made here are carved from huge pages (new_local_run). So those classes
  * borrow the daemon's regions of one huge page and map each over k
  * neighbouring slots, the parts of one run: one PMD instead of 512 page-table
- * entries, one fd and one lease instead of k. Measured with a daemon on a
- * snarkjs groth16 2^16 proof: 0.976x the wall of per-block lends (paired
- * median of 20 interleaved proofs, 17 faster). Parts are handed out,
+ * entries, one fd and one lease instead of k. Measured with a daemon:
+ * memset of 64 x 512 KiB blocks 1.08-1.12x private huge pages' time with
+ * per-block lends, 0.98-1.00x with runs; a snarkjs groth16 2^16 proof 0.976x
+ * the wall of per-block lends (paired median of 20 interleaved proofs, 17
+ * faster). Parts are handed out,
  * cached and freed one by one; the lease goes back whole, when the last part
  * is released. Only backings whose 2 MiB regions are huge pages qualify:
  * hugetlbfs mappings cannot be unmapped a part at a time. */
