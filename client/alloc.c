@@ -83,12 +83,10 @@ static uint32_t map_lent(int c, uint32_t k, const struct zkn__lent *got, int n, 
     int runs_ok = !k || (zkn__daemon_backing() && zkn__daemon_run_blocks(c) == k);
     for (int i = 0; i < n; i++) {
         uint32_t idx = UINT32_MAX;
-        if (!runs_ok)
-            close(got[i].fd);
-        else if (k)
-            idx = zkn__region_map_fd_run(c, got[i].fd, got[i].id, got[i].clean, gen);
+        if (runs_ok)
+            idx = zkn__region_map_fd(c, k, got[i].fd, got[i].id, got[i].clean, gen);
         else
-            idx = zkn__region_map_fd(c, got[i].fd, got[i].id, got[i].clean, gen);
+            close(got[i].fd);
         if (idx == UINT32_MAX) {
             zkn__queue_push(ZKN__OWED_RETURN, got[i].id, gen); /* never mapped: straight back */
             unmapped = 1;

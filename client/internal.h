@@ -144,17 +144,15 @@ _Noreturn void zkn__die_bad_pointer(const char *fn, const void *p, const char *w
  * failure. *extra: how many slots after it were mapped too (clean, state
  * SLOT_BUSY), for the caller to cache (see region.c). */
 uint32_t zkn__region_new_local(int c, uint32_t *extra);
-/* Maps a daemon memfd into a new slot, keeping fd. UINT32_MAX on failure
- * (fd closed; the caller returns the id). */
-uint32_t zkn__region_map_fd(int c, int fd, uint64_t id, int clean, uint32_t gen);
 /* Slots per daemon run in class c: a daemon region of one huge page mapped
  * over k neighbouring slots; 0 when this class (or the daemon's backing,
  * once known) takes regions of its own size. */
 uint32_t zkn__daemon_run_blocks(int c);
-/* Maps a daemon region of one huge page over a run of k new slots of class
- * c (all SLOT_BUSY). The first, or UINT32_MAX (fd closed; the caller returns
- * the id). */
-uint32_t zkn__region_map_fd_run(int c, int fd, uint64_t id, int clean, uint32_t gen);
+/* Maps a daemon memfd, keeping fd: with k 0 a region of class c into a new
+ * slot, else a region of one huge page over a run of k new slots (all
+ * SLOT_BUSY). The first slot, or UINT32_MAX on failure (fd closed; the
+ * caller returns the id). */
+uint32_t zkn__region_map_fd(int c, uint32_t k, int fd, uint64_t id, int clean, uint32_t gen);
 /* fork child: closes the files of daemon runs (nothing here needs them once
  * live parts were rescued, and the parent keeps writing other parts). */
 void zkn__region_child_close_runs(void);

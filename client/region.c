@@ -192,33 +192,6 @@ static void drop_fd(struct zkn__slot *s)
     atomic_fetch_sub(&fds_held, 1);
 }
 
-uint32_t zkn__region_map_fd(int c, int fd, uint64_t id, int clean, uint32_t gen)
-{
-    if ((fd = keep_fd(fd)) < 0)
-        return UINT32_MAX;
-    uint32_t idx = zkn__slot_take(c);
-    struct zkn__slot *s = idx == UINT32_MAX ? NULL : &zkn__win.cls[c].slots[idx];
-    uint64_t size = zkn__win.cls[c].size;
-    void *p = s ? zkn__slot_addr(c, idx) : NULL;
-    int flags = MAP_SHARED | MAP_FIXED | (zkn__populate_daemon ? MAP_POPULATE : 0);
-    /* DONTFORK: see fork.c. Without it the region is not safe to hold. */
-    if (!s || mmap(p, size, PROT_READ | PROT_WRITE, flags, fd, 0) == MAP_FAILED ||
-        madvise(p, size, MADV_DONTFORK) != 0) {
-        if (s && unmap_slot(p, size) == 0)
-            zkn__slot_put(c, idx);
-        struct zkn__slot tmp = {.fd = fd};
-        drop_fd(&tmp);
-        return UINT32_MAX;
-    }
-    s->flags = (uint8_t)(SLOT_F_DAEMON | (clean ? SLOT_F_CLEAN : 0));
-    s->id = id;
-    s->gen = gen;
-    s->fd = fd;
-    atomic_fetch_add_explicit(&zkn__ctr.bytes_leased, size, memory_order_relaxed);
-    atomic_fetch_add_explicit(&zkn__ctr.daemon_mapped, 1, memory_order_relaxed);
-    return idx;
-}
-
 /* Daemon runs. A daemon file under a huge page cannot hold one, so the
  * daemon's regions of 256 KiB to 1 MiB are 4 KiB-paged while the same blocks
  * made here are carved from huge pages (new_local_run). So those classes
@@ -228,10 +201,10 @@ uint32_t zkn__region_map_fd(int c, int fd, uint64_t id, int clean, uint32_t gen)
  * memset of 64 x 512 KiB blocks 1.08-1.12x private huge pages' time with
  * per-block lends, 0.98-1.00x with runs; a snarkjs groth16 2^16 proof 0.976x
  * the wall of per-block lends (paired median of 20 interleaved proofs, 17
- * faster). Parts are handed out,
- * cached and freed one by one; the lease goes back whole, when the last part
- * is released. Only backings whose 2 MiB regions are huge pages qualify:
- * hugetlbfs mappings cannot be unmapped a part at a time. */
+ * faster). Parts are handed out, cached and freed one by one; the lease goes
+ * back whole, when the last part is released. Only backings whose 2 MiB
+ * regions are huge pages qualify: hugetlbfs mappings cannot be unmapped a
+ * part at a time. */
 #define RUN_FORGOTTEN 0x80u
 #define RUN_PARTS_MASK 0x7fu
 
@@ -246,45 +219,56 @@ uint32_t zkn__daemon_run_blocks(int c)
     return part_blocks(c);
 }
 
-uint32_t zkn__region_map_fd_run(int c, int fd, uint64_t id, int clean, uint32_t gen)
+uint32_t zkn__region_map_fd(int c, uint32_t k, int fd, uint64_t id, int clean, uint32_t gen)
 {
-    uint32_t k = part_blocks(c);
-    if (!k) {
+    if (k && k != part_blocks(c)) {
         close(fd);
         return UINT32_MAX;
     }
     if ((fd = keep_fd(fd)) < 0)
         return UINT32_MAX;
-    uint32_t first = zkn__slot_take_run(c, k);
+    uint32_t nslots = k ? k : 1;
+    uint64_t len = k ? ZKN_HUGE_PAGE_SIZE : zkn__win.cls[c].size;
+    uint32_t first = k ? zkn__slot_take_run(c, k) : zkn__slot_take(c);
     void *p = first == UINT32_MAX ? NULL : zkn__slot_addr(c, first);
     int flags = MAP_SHARED | MAP_FIXED | (zkn__populate_daemon ? MAP_POPULATE : 0);
-    if (!p || mmap(p, ZKN_HUGE_PAGE_SIZE, PROT_READ | PROT_WRITE, flags, fd, 0) == MAP_FAILED ||
-        madvise(p, ZKN_HUGE_PAGE_SIZE, MADV_DONTFORK) != 0) {
-        if (p && unmap_slot(p, ZKN_HUGE_PAGE_SIZE) == 0)
-            zkn__slot_put_run(c, first, k);
+    /* DONTFORK: see fork.c. Without it the region is not safe to hold. */
+    if (!p || mmap(p, len, PROT_READ | PROT_WRITE, flags, fd, 0) == MAP_FAILED ||
+        madvise(p, len, MADV_DONTFORK) != 0) {
+        if (p && unmap_slot(p, len) == 0) {
+            if (k)
+                zkn__slot_put_run(c, first, k);
+            else
+                zkn__slot_put(c, first);
+        }
         struct zkn__slot tmp = {.fd = fd};
         drop_fd(&tmp);
         return UINT32_MAX;
     }
-    for (uint32_t i = 0; i < k; i++) {
+    for (uint32_t i = 0; i < nslots; i++) {
         struct zkn__slot *s = &zkn__win.cls[c].slots[first + i];
-        s->flags = (uint8_t)(SLOT_F_DAEMON | SLOT_F_PART | (clean ? SLOT_F_CLEAN : 0));
+        s->flags = (uint8_t)(SLOT_F_DAEMON | (k ? SLOT_F_PART : 0) | (clean ? SLOT_F_CLEAN : 0));
         s->id = id;
         s->gen = gen;
         s->fd = i ? -1 : fd;
     }
-    atomic_store(&zkn__win.cls[c].slots[first].parts, (uint8_t)k);
-    atomic_fetch_add_explicit(&zkn__ctr.bytes_leased, ZKN_HUGE_PAGE_SIZE, memory_order_relaxed);
-    atomic_fetch_add_explicit(&zkn__ctr.daemon_mapped, k, memory_order_relaxed);
+    if (k)
+        atomic_store(&zkn__win.cls[c].slots[first].parts, (uint8_t)k);
+    atomic_fetch_add_explicit(&zkn__ctr.bytes_leased, len, memory_order_relaxed);
+    atomic_fetch_add_explicit(&zkn__ctr.daemon_mapped, nslots, memory_order_relaxed);
     return first;
 }
 
-/* The run's first slot, and where slot idx lies in the run's file. */
-static struct zkn__slot *run_head(int c, uint32_t idx, off_t *offset)
+/* The slot that keeps slot idx's daemon file (its run's first, or itself),
+ * and where idx's bytes lie in that file. */
+static struct zkn__slot *file_slot(int c, uint32_t idx, off_t *offset)
 {
-    uint32_t k = part_blocks(c), first = idx - idx % k;
-    if (offset)
-        *offset = (off_t)((idx - first) * zkn__win.cls[c].size);
+    struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
+    *offset = 0;
+    if (!(s->flags & SLOT_F_PART))
+        return s;
+    uint32_t first = idx - idx % part_blocks(c);
+    *offset = (off_t)((idx - first) * zkn__win.cls[c].size);
     return &zkn__win.cls[c].slots[first];
 }
 
@@ -293,7 +277,8 @@ static struct zkn__slot *run_head(int c, uint32_t idx, off_t *offset)
  * all k slots together. */
 static void part_released(int c, uint32_t idx)
 {
-    struct zkn__slot *head = run_head(c, idx, NULL);
+    uint32_t k = part_blocks(c), first = idx - idx % k;
+    struct zkn__slot *head = &zkn__win.cls[c].slots[first];
     uint8_t before = atomic_fetch_sub(&head->parts, 1);
     if ((before & RUN_PARTS_MASK) > 1)
         return;
@@ -302,8 +287,7 @@ static void part_released(int c, uint32_t idx)
     if (head->fd >= 0)
         drop_fd(head);
     atomic_store(&head->parts, 0);
-    uint32_t k = part_blocks(c);
-    zkn__slot_put_run(c, idx - idx % k, k);
+    zkn__slot_put_run(c, first, k);
 }
 
 void zkn__region_child_close_runs(void)
@@ -312,8 +296,7 @@ void zkn__region_child_close_runs(void)
         uint32_t k = part_blocks(c);
         struct zkn__class_win *w = &zkn__win.cls[c];
         for (uint32_t i = 0; k && i + k <= w->hwm; i += k)
-            if ((w->slots[i].flags & SLOT_F_PART) && w->slots[i].fd >= 0 &&
-                atomic_load_explicit(&w->slots[i].parts, memory_order_relaxed))
+            if ((w->slots[i].flags & SLOT_F_PART) && w->slots[i].fd >= 0) /* a live run */
                 drop_fd(&w->slots[i]);
     }
 }
@@ -387,8 +370,8 @@ void zkn__region_soften(int c, uint32_t idx)
 int zkn__region_make_private(int c, uint32_t idx)
 {
     struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
-    off_t offset = 0;
-    struct zkn__slot *head = (s->flags & SLOT_F_PART) ? run_head(c, idx, &offset) : s;
+    off_t offset;
+    struct zkn__slot *head = file_slot(c, idx, &offset);
     /* In place, same file: the contents stay, other threads' writes land in
      * the new mapping, and no copy is made until someone writes a page. */
     if (mmap(zkn__slot_addr(c, idx), zkn__win.cls[c].size, PROT_READ | PROT_WRITE,
@@ -408,8 +391,8 @@ void zkn__region_child_rescue(int c, uint32_t idx, int copy)
     struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
     uint64_t size = zkn__win.cls[c].size;
     char *p = zkn__slot_addr(c, idx);
-    off_t base = 0;
-    struct zkn__slot *head = (s->flags & SLOT_F_PART) ? run_head(c, idx, &base) : s;
+    off_t base;
+    struct zkn__slot *head = file_slot(c, idx, &base);
     int ok = copy && mmap(p, size, PROT_READ | PROT_WRITE,
                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED;
     for (uint64_t off = 0; ok && off < size;) {
