@@ -107,17 +107,16 @@ static uint32_t map_lent(int c, uint32_t k, const struct zkn__lent *got, int n, 
 }
 
 /* What to tell the daemon to keep ready of class lc: this process's misses
- * in it, and, for the huge-page class, the huge pages its runs took. */
+ * in it and, for the huge-page class, in the classes whose runs it backs
+ * (each of those misses took at least one huge page). */
 static uint32_t demand_for(int lc)
 {
     uint32_t demand = atomic_load_explicit(&class_misses[lc], memory_order_relaxed);
     if (zkn__win.cls[lc].size != ZKN_HUGE_PAGE_SIZE)
         return demand;
-    for (int r = 0; r < lc; r++) {
-        uint32_t k = zkn__daemon_run_blocks(r);
-        if (k)
-            demand += (atomic_load_explicit(&class_misses[r], memory_order_relaxed) + k - 1) / k;
-    }
+    for (int r = 0; r < lc; r++)
+        if (zkn__daemon_run_blocks(r))
+            demand += atomic_load_explicit(&class_misses[r], memory_order_relaxed);
     return demand;
 }
 

@@ -238,6 +238,34 @@ START_TEST(runs_of_each_class_across_threads)
 }
 END_TEST
 
+START_TEST(runs_teach_the_daemon_their_huge_pages)
+{
+    /* Each miss of a run class takes at least one huge page, so the daemon
+     * learns a 2 MiB target of at least as many as the LENDs that told it
+     * (the last LEND's demand counts every miss before it). */
+    if (!runs_expected())
+        return;
+    connect_library();
+    uint64_t lends = zkn_test_lib_stats().daemon_lends;
+    enum { N = 64 };
+    void *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = zkn_malloc(512 * KiB);
+        ck_assert_ptr_nonnull(p[i]);
+        memset(p[i], i, 512 * KiB);
+    }
+    json_t *j = zkn_test_stats(daemon_.sock);
+    json_int_t target = zkn_test_class_int(j, zkn_size_class(HUGE), "target");
+    json_decref(j);
+    lends = zkn_test_lib_stats().daemon_lends - lends;
+    ck_assert_uint_ge(lends, 4);
+    ck_assert_msg(target >= (json_int_t)lends, "2 MiB target %lld after %llu LENDs of 512 KiB runs",
+                  (long long)target, (unsigned long long)lends);
+    for (int i = 0; i < N; i++)
+        zkn_free(p[i]);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("client_daemon_runs");
@@ -246,6 +274,7 @@ static Suite *suite(void)
     tcase_add_test(t, small_blocks_share_one_daemon_huge_page);
     tcase_add_test(t, fork_forgets_a_run_once);
     tcase_add_test(t, runs_of_each_class_across_threads);
+    tcase_add_test(t, runs_teach_the_daemon_their_huge_pages);
     return s;
 }
 
