@@ -281,6 +281,16 @@ static void *large_alloc_inner(size_t size, size_t align, int zero)
     pthread_rwlock_rdlock(&zkn__fork_lock);
     int lent = 0;
     uint32_t idx = from_cache(&c, zero, &clean, &lent);
+    if (idx == UINT32_MAX) {
+        /* The zeroer may hold the one cached block this class has. */
+        pthread_rwlock_unlock(&zkn__fork_lock);
+        int claimed = zkn__zeroer_claim(c);
+        pthread_rwlock_rdlock(&zkn__fork_lock);
+        if (claimed) {
+            idx = from_cache(&c, zero, &clean, &lent);
+            zkn__zeroer_unclaim();
+        }
+    }
     if (idx != UINT32_MAX) {
         atomic_fetch_add_explicit(lent ? &zkn__ctr.misses : &zkn__ctr.hits, 1, memory_order_relaxed);
     } else {
@@ -296,6 +306,8 @@ static void *large_alloc_inner(size_t size, size_t align, int zero)
     atomic_store_explicit(&s->state, SLOT_LIVE, memory_order_release);
     pthread_rwlock_unlock(&zkn__fork_lock);
     /* Zeroed after the lock: a fork meanwhile snapshots a live block. */
+    if (zero)
+        zkn__zeroer_calloc(c); /* first, so it zeroes the next one meanwhile */
     if (zero && !clean)
         zkn__region_zero(c, idx);
     atomic_fetch_add_explicit(&zkn__ctr.bytes_live, zkn__win.cls[c].size, memory_order_relaxed);
@@ -341,6 +353,7 @@ static void large_free(int c, const void *p, const char *fn)
     atomic_fetch_sub_explicit(&zkn__ctr.bytes_live, zkn__win.cls[c].size, memory_order_relaxed);
     zkn__cache_put(c, idx);
     pthread_rwlock_unlock(&zkn__fork_lock);
+    zkn__zeroer_freed(c);
     errno = saved;
 }
 
@@ -469,9 +482,11 @@ void *zkn_realloc(void *ptr, size_t size)
 static void drain(int soften)
 {
     zkn__fork_check();
+    zkn__zeroer_pause(); /* its block too */
     pthread_rwlock_rdlock(&zkn__fork_lock);
     zkn__cache_drain(soften);
     pthread_rwlock_unlock(&zkn__fork_lock);
+    zkn__zeroer_resume();
     zkn__daemon_flush_returns(1);
 }
 

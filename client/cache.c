@@ -247,6 +247,11 @@ uint64_t zkn__cache_count(int c, int clean)
     return n;
 }
 
+void zkn__cache_thread_shared_only(void)
+{
+    tls_dead = 1;
+}
+
 /* A region of class c of kind kd from this thread's cache, the shared lists
  * or another thread's cache (regions are fungible, whoever freed them), or
  * UINT32_MAX. */

@@ -102,6 +102,7 @@ static void child_reset(int handled)
     zkn__daemon_atfork_child(); /* new generation: nothing is returned from here */
     if (atomic_load(&zkn__ctr.daemon_mapped))
         rescue_live_shared(handled);
+    zkn__zeroer_child_reset(); /* its half-zeroed block goes back to the cache */
     zkn__cache_child_reset();
     zkn__region_child_close_runs();
     zkn__bank_child_reset();

@@ -224,6 +224,9 @@ enum zkn__take {
 uint32_t zkn__cache_get(int c, enum zkn__take take, uint8_t *flags);
 /* Regions of class c cached, clean (1) or dirty (0); a hint, racy. */
 uint64_t zkn__cache_count(int c, int clean);
+/* The calling thread caches only in the shared lists (the zeroer's blocks
+ * must serve every thread). */
+void zkn__cache_thread_shared_only(void);
 /* A cached private region of class c (state SLOT_BUSY, out of the cache and
  * its cap), for its pages to be moved elsewhere; UINT32_MAX when none. */
 uint32_t zkn__cache_take_private(int c);
@@ -305,6 +308,23 @@ int zkn__trust_regions(const char *frame, size_t len, const int *fds, size_t nfd
 /* Who serves sock: its pid and start time (else the socket file's inode). */
 void zkn__daemon_instance(int sock, const char *path, uint64_t out[2]);
 
+/* zeroer.c: background zeroing of cached blocks for calloc. */
+/* A calloc of class c took a block (called before it zeroes it, if dirty,
+ * under no lock): the thread zeroes one more cached block for later. */
+void zkn__zeroer_calloc(int c);
+/* A block of class c was freed into the cache (under no lock). */
+void zkn__zeroer_freed(int c);
+/* Class c's cache was empty. When the thread runs, keeps it from taking
+ * blocks, waits until it holds none of class c (a step, ~40 us) and returns
+ * 1: look in the cache again, then zkn__zeroer_unclaim(). Else 0. */
+int zkn__zeroer_claim(int c);
+void zkn__zeroer_unclaim(void);
+/* Around a drain: the thread gives its block back and takes no other. */
+void zkn__zeroer_pause(void);
+void zkn__zeroer_resume(void);
+/* In a fork child, before the cache's reset: no thread, no work owed. */
+void zkn__zeroer_child_reset(void);
+
 /* fork.c */
 /* Held for reading by every path that maps, hands out, frees or unmaps a
  * region; for writing by fork's prepare handler. */
@@ -336,6 +356,7 @@ struct zkn__counters {
     _Atomic uint64_t bytes_moved;     /* pages moved from other classes' cached blocks */
     _Atomic uint64_t bytes_fresh;     /* private memory mapped anew */
     _Atomic uint64_t zeroed_swaps;    /* calloc misses served by daemon-zeroed blocks */
+    _Atomic uint64_t bytes_zeroed_idle; /* zeroed by the background thread (zeroer.c) */
 };
 extern struct zkn__counters zkn__ctr;
 

@@ -85,6 +85,7 @@ static void report(const char *title, const struct zkn_stats *s)
     line(&r, "bytes_moved     ", atomic_load(&zkn__ctr.bytes_moved));
     line(&r, "bytes_zeroed    ", atomic_load(&zkn__ctr.bytes_zeroed));
     line(&r, "zeroed_swaps    ", atomic_load(&zkn__ctr.zeroed_swaps));
+    line(&r, "bytes_zeroed_idle", atomic_load(&zkn__ctr.bytes_zeroed_idle));
     put(&r, "zknalloc:   small_allocator  ");
     put(&r, zkn__next_name());
     put(&r, "\n");
