@@ -253,7 +253,7 @@ static uint32_t from_cache(int *c, int zero, int *clean, int *lent)
          d++) {
         if (!zkn__win.cls[d].nslots)
             break;
-        idx = zkn__cache_get(d, ZKN__TAKE_DIRTY_FIRST, &flags);
+        idx = zkn__cache_get(d, zero ? ZKN__TAKE_CLEAN_FIRST : ZKN__TAKE_DIRTY_FIRST, &flags);
         if (idx != UINT32_MAX)
             *c = d;
     }

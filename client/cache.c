@@ -338,10 +338,11 @@ uint64_t zkn__cache_private_count(int c)
 uint32_t zkn__cache_get(int c, enum zkn__take take, uint8_t *flags)
 {
     uint32_t idx;
-    if (take == ZKN__TAKE_DIRTY_FIRST) {
-        idx = take_kind(c, 0);
+    if (take == ZKN__TAKE_DIRTY_FIRST || take == ZKN__TAKE_CLEAN_FIRST) {
+        int first = take == ZKN__TAKE_CLEAN_FIRST;
+        idx = take_kind(c, first);
         if (idx == UINT32_MAX)
-            idx = take_kind(c, 1);
+            idx = take_kind(c, !first);
     } else {
         idx = take_kind(c, take == ZKN__TAKE_CLEAN_ONLY);
     }

@@ -219,6 +219,7 @@ enum zkn__take {
     ZKN__TAKE_DIRTY_FIRST, /* malloc: leaves clean regions for calloc */
     ZKN__TAKE_CLEAN_ONLY,  /* calloc, first choice */
     ZKN__TAKE_DIRTY_ONLY,  /* calloc once no clean one can be had */
+    ZKN__TAKE_CLEAN_FIRST, /* calloc from a bigger class: spares it the zeroing */
 };
 /* A cached region of class c made LIVE, or UINT32_MAX. *flags gets its flags. */
 uint32_t zkn__cache_get(int c, enum zkn__take take, uint8_t *flags);
@@ -315,7 +316,7 @@ void zkn__zeroer_calloc(int c);
 /* A block of class c was freed into the cache (under no lock). */
 void zkn__zeroer_freed(int c);
 /* Class c's cache was empty. When the thread runs, keeps it from taking
- * blocks, waits until it holds none of class c (a step, ~40 us) and returns
+ * blocks, waits until it holds none of class c (a step, 40-70 us) and returns
  * 1: look in the cache again, then zkn__zeroer_unclaim(). Else 0. */
 int zkn__zeroer_claim(int c);
 void zkn__zeroer_unclaim(void);
