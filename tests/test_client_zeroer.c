@@ -25,6 +25,38 @@ static int thread_count(void)
     return n;
 }
 
+/* How many of the process's threads run at this nice value. */
+static int threads_at_nice(long want)
+{
+    DIR *d = opendir("/proc/self/task");
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], buf[1024];
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = 0;
+        const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+        long nice = 0;
+        /* After the name: state is field 3, nice field 19. */
+        for (int field = 3; p && field <= 19; field++) {
+            p = strchr(p + 1, ' ');
+            if (p && field == 19)
+                nice = strtol(p + 1, NULL, 10);
+        }
+        n += p && nice == want;
+    }
+    closedir(d);
+    return n;
+}
+
 /* Two dirty n-byte blocks cached, then a calloc that takes one of them: the
  * other (returned) is the one left cached dirty. */
 static unsigned char *leave_one_dirty(size_t n, unsigned char **taken)
@@ -54,6 +86,9 @@ START_TEST(calloc_finds_blocks_zeroed_in_the_background)
         volatile unsigned char *other = leave_one_dirty(n, &taken);
         ck_assert_int_eq(thread_count(), threads + 1); /* one thread, not one per calloc */
         int zero = 0;
+        for (int i = 0; i < 100 && threads_at_nice(5) != 1; i++)
+            zkn_test_sleep_ms(10); /* it sets its nice value once it runs */
+        ck_assert_int_eq(threads_at_nice(5), 1); /* below the program's threads */
         for (int i = 0; i < 1000 && !zero; i++) {
             zero = other[0] == 0 && other[n - 1] == 0 && zkn_test_all_byte((const void *)other, n, 0);
             if (!zero)
