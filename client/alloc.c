@@ -293,6 +293,8 @@ static void *large_alloc_inner(size_t size, size_t align, int zero)
     }
     if (idx != UINT32_MAX) {
         atomic_fetch_add_explicit(lent ? &zkn__ctr.misses : &zkn__ctr.hits, 1, memory_order_relaxed);
+        if (!zero && clean)
+            zkn__zeroer_overdone(c); /* a malloc had no dirty block left: stop zeroing */
     } else {
         atomic_fetch_add_explicit(&zkn__ctr.misses, 1, memory_order_relaxed);
         idx = miss(c, zero, &clean);

@@ -313,6 +313,9 @@ void zkn__daemon_instance(int sock, const char *path, uint64_t out[2]);
 /* A calloc of class c took a block (called before it zeroes it, if dirty,
  * under no lock): the thread zeroes one more cached block for later. */
 void zkn__zeroer_calloc(int c);
+/* A malloc of class c found only clean blocks: the thread owes the class
+ * nothing until its next calloc. */
+void zkn__zeroer_overdone(int c);
 /* A block of class c was freed into the cache (under no lock). */
 void zkn__zeroer_freed(int c);
 /* Class c's cache was empty. When the thread runs, keeps it from taking

@@ -10,7 +10,10 @@
  * can reach changes. It zeroes at most one block per calloc of the class, so
  * it never writes more zeroes than callocs at their defaults would (on a
  * busy machine it moves that work rather than adding to it), and a program
- * that stops calling calloc stops it. The thread starts once a calloc of
+ * that stops calling calloc stops it. A malloc that finds only clean blocks
+ * in a class (it would have taken a dirty one) cancels what the class is
+ * owed: where malloc and calloc share a class, zeroing ahead mostly feeds
+ * malloc. The thread starts once a calloc of
  * 2 MiB or more has a cached dirty block to be zeroed (at that calloc or a
  * later free): a program that never makes one pays nothing.
  * ZK_NALLOC_ZERO_THREAD=0 turns it off.
@@ -194,6 +197,12 @@ void zkn__zeroer_calloc(int c)
         atomic_fetch_add_explicit(&owed[c], 1, memory_order_relaxed);
     if (zkn__cache_count(c, 0))
         kick();
+}
+
+void zkn__zeroer_overdone(int c)
+{
+    if (atomic_load_explicit(&owed[c], memory_order_relaxed))
+        atomic_store_explicit(&owed[c], 0, memory_order_relaxed);
 }
 
 void zkn__zeroer_freed(int c)

@@ -106,6 +106,30 @@ START_TEST(calloc_finds_blocks_zeroed_in_the_background)
 }
 END_TEST
 
+/* Where malloc and calloc share a class, a malloc that finds only clean
+ * blocks cancels what the class is owed: the next dirty block stays dirty. */
+START_TEST(a_malloc_of_a_clean_block_stops_the_zeroing)
+{
+    size_t n = 8 * MiB;
+    unsigned char *x = zkn_calloc(1, n), *y = zkn_calloc(1, n), *z = zkn_calloc(1, n);
+    memset(z, 0xAB, n);
+    zkn_free(z); /* three callocs owed, one dirty block: it gets zeroed */
+    volatile unsigned char *vz = z;
+    for (int i = 0; i < 1000 && !(vz[0] == 0 && vz[n - 1] == 0); i++)
+        zkn_test_sleep_ms(10);
+    ck_assert(zkn_test_all_byte(z, n, 0));
+    unsigned char *m = zkn_malloc(n); /* the only cached block: clean */
+    ck_assert_ptr_eq(m, z);
+    memset(m, 0xCD, n);
+    zkn_free(m);
+    zkn_test_sleep_ms(300);
+    ck_assert_int_eq(vz[0], 0xCD);
+    ck_assert_int_eq(vz[n - 1], 0xCD);
+    zkn_free(x);
+    zkn_free(y);
+}
+END_TEST
+
 START_TEST(no_thread_when_off_or_without_calloc)
 {
     size_t n = 8 * MiB;
@@ -239,6 +263,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(t, zkn_test_no_daemon, NULL);
     tcase_add_test(t, calloc_finds_blocks_zeroed_in_the_background);
     tcase_add_test(t, no_thread_when_off_or_without_calloc);
+    tcase_add_test(t, a_malloc_of_a_clean_block_stops_the_zeroing);
     tcase_add_test(t, the_zeroers_block_comes_back_to_the_caller);
     tcase_add_test(t, release_cache_leaves_nothing_with_the_zeroer);
     tcase_add_test(t, callocs_zero_and_fills_intact_across_threads_and_forks);
