@@ -287,8 +287,9 @@ static void *large_alloc_inner(size_t size, size_t align, int zero)
         int claimed = zkn__zeroer_claim(c);
         pthread_rwlock_rdlock(&zkn__fork_lock);
         if (claimed) {
+            int asked = c; /* from_cache may move c to a bigger class */
             idx = from_cache(&c, zero, &clean, &lent);
-            zkn__zeroer_unclaim();
+            zkn__zeroer_unclaim(asked);
         }
     }
     if (idx != UINT32_MAX) {

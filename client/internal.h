@@ -322,7 +322,7 @@ void zkn__zeroer_freed(int c);
  * blocks, waits until it holds none of class c (a step, 40-70 us) and returns
  * 1: look in the cache again, then zkn__zeroer_unclaim(). Else 0. */
 int zkn__zeroer_claim(int c);
-void zkn__zeroer_unclaim(void);
+void zkn__zeroer_unclaim(int c);
 /* Around a drain: the thread gives its block back and takes no other. */
 void zkn__zeroer_pause(void);
 void zkn__zeroer_resume(void);
@@ -361,6 +361,7 @@ struct zkn__counters {
     _Atomic uint64_t bytes_fresh;     /* private memory mapped anew */
     _Atomic uint64_t zeroed_swaps;    /* calloc misses served by daemon-zeroed blocks */
     _Atomic uint64_t bytes_zeroed_idle; /* zeroed by the background thread (zeroer.c) */
+    _Atomic uint64_t zeroer_gave_back;  /* blocks it gave back half-zeroed */
 };
 extern struct zkn__counters zkn__ctr;
 

@@ -53,12 +53,16 @@ static void put(struct report *r, const char *s)
     r->len += n;
 }
 
+/* The widest counter name, bytes_zeroed_idle: the values line up after it. */
+#define NAME_WIDTH 17
+
 static void line(struct report *r, const char *name, uint64_t v)
 {
     char num[24];
     put(r, "zknalloc:   ");
     put(r, name);
-    put(r, " ");
+    for (size_t n = strlen(name); n <= NAME_WIDTH; n++)
+        put(r, " ");
     put(r, zkn__fmt_u64(num, v));
     put(r, "\n");
 }
@@ -68,30 +72,31 @@ static void report(const char *title, const struct zkn_stats *s)
     struct report r = {.len = 0};
     uint64_t large = s->hits + s->misses;
     put(&r, title);
-    line(&r, "hits            ", s->hits);
-    line(&r, "misses          ", s->misses);
-    line(&r, "hit_rate_pct    ", large ? s->hits * 100 / large : 0);
-    line(&r, "bytes_cached    ", s->bytes_cached);
-    line(&r, "bytes_leased    ", s->bytes_leased);
-    line(&r, "bytes_live      ", s->bytes_live);
+    line(&r, "hits", s->hits);
+    line(&r, "misses", s->misses);
+    line(&r, "hit_rate_pct", large ? s->hits * 100 / large : 0);
+    line(&r, "bytes_cached", s->bytes_cached);
+    line(&r, "bytes_leased", s->bytes_leased);
+    line(&r, "bytes_live", s->bytes_live);
     line(&r, "daemon_connected", s->daemon_connected);
-    line(&r, "fallbacks       ", s->fallbacks);
-    line(&r, "reconnects      ", s->reconnects);
-    line(&r, "daemon_lends    ", s->daemon_lends);
-    line(&r, "daemon_returns  ", s->daemon_returns);
-    line(&r, "libc_fallbacks  ", s->libc_fallbacks);
-    line(&r, "cache_cap       ", s->cache_cap);
-    line(&r, "bytes_fresh     ", atomic_load(&zkn__ctr.bytes_fresh));
-    line(&r, "bytes_moved     ", atomic_load(&zkn__ctr.bytes_moved));
-    line(&r, "bytes_zeroed    ", atomic_load(&zkn__ctr.bytes_zeroed));
-    line(&r, "zeroed_swaps    ", atomic_load(&zkn__ctr.zeroed_swaps));
+    line(&r, "fallbacks", s->fallbacks);
+    line(&r, "reconnects", s->reconnects);
+    line(&r, "daemon_lends", s->daemon_lends);
+    line(&r, "daemon_returns", s->daemon_returns);
+    line(&r, "libc_fallbacks", s->libc_fallbacks);
+    line(&r, "cache_cap", s->cache_cap);
+    line(&r, "bytes_fresh", atomic_load(&zkn__ctr.bytes_fresh));
+    line(&r, "bytes_moved", atomic_load(&zkn__ctr.bytes_moved));
+    line(&r, "bytes_zeroed", atomic_load(&zkn__ctr.bytes_zeroed));
+    line(&r, "zeroed_swaps", atomic_load(&zkn__ctr.zeroed_swaps));
     line(&r, "bytes_zeroed_idle", atomic_load(&zkn__ctr.bytes_zeroed_idle));
-    put(&r, "zknalloc:   small_allocator  ");
+    line(&r, "zeroer_gave_back", atomic_load(&zkn__ctr.zeroer_gave_back));
+    put(&r, "zknalloc:   small_allocator   ");
     put(&r, zkn__next_name());
     put(&r, "\n");
     const char *shadow = zkn__malloc_shadowed_by();
     if (shadow && !zkn__dropin_reached()) {
-        put(&r, "zknalloc:   process_malloc   ");
+        put(&r, "zknalloc:   process_malloc    ");
         put(&r, shadow);
         put(&r, ": malloc is not this library's, so only zkn_* calls use its cache "
                 "(put libzknalloc.so first in LD_PRELOAD)\n");

@@ -13,9 +13,9 @@
  * that stops calling calloc stops it. A malloc that finds only clean blocks
  * in a class (it would have taken a dirty one) cancels what the class is
  * owed: where malloc and calloc share a class, zeroing ahead mostly feeds
- * malloc. The thread starts once a calloc of
- * 2 MiB or more has a cached dirty block to be zeroed (at that calloc or a
- * later free): a program that never makes one pays nothing.
+ * malloc. The thread starts once a calloc of 2 MiB or more has a cached
+ * dirty block to be zeroed (at that calloc or a later free): a program that
+ * never makes one pays nothing.
  * ZK_NALLOC_ZERO_THREAD=0 turns it off.
  *
  * It holds one block at a time, and gives it back (dirty, unless finished)
@@ -56,7 +56,7 @@ enum { Z_OFF = -1, Z_NONE = 0, Z_STARTING, Z_SLEEPING, Z_RUNNING };
 static _Atomic int zstate;
 static _Atomic uint32_t kicks;                 /* bumped whenever there may be work */
 static _Atomic uint32_t owed[ZKN_CLASS_COUNT]; /* callocs not yet matched by a zeroed block */
-static _Atomic int claims;                     /* callers waiting for its block */
+static _Atomic int claims[ZKN_CLASS_COUNT];    /* callers waiting for a block of the class */
 static _Atomic int pauses;                     /* drains in progress */
 static pthread_mutex_t zmu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t zcv = PTHREAD_COND_INITIALIZER;
@@ -65,15 +65,26 @@ static pthread_cond_t zcv = PTHREAD_COND_INITIALIZER;
 static _Atomic uint64_t zeroing;
 #define TAKING UINT64_MAX
 
-static int should_stop(void)
+static uint64_t zeroing_of(int c, uint32_t idx)
 {
-    return atomic_load(&claims) || atomic_load(&pauses);
+    return ((uint64_t)c << 32 | idx) + 1;
+}
+
+static int zeroing_class(uint64_t z)
+{
+    return (int)((z - 1) >> 32);
+}
+
+/* A caller waits for class c, or a drain for any block. */
+static int should_stop(int c)
+{
+    return atomic_load(&claims[c]) || atomic_load(&pauses);
 }
 
 static int work_in(int c)
 {
     return atomic_load_explicit(&owed[c], memory_order_relaxed) && zkn__cache_count(c, 0) &&
-           !should_stop();
+           !should_stop(c);
 }
 
 /* Takes a dirty cached block of class c, zeroes it and caches it clean.
@@ -86,7 +97,7 @@ static int zero_one(int c)
     /* Published before the checks, and the waiters publish theirs before
      * they look at it (all seq_cst): one of the two sees the other. */
     atomic_store(&zeroing, TAKING);
-    uint32_t idx = should_stop() ? UINT32_MAX : zkn__cache_get(c, ZKN__TAKE_DIRTY_ONLY, &flags);
+    uint32_t idx = should_stop(c) ? UINT32_MAX : zkn__cache_get(c, ZKN__TAKE_DIRTY_ONLY, &flags);
     if (idx == UINT32_MAX) {
         atomic_store(&zeroing, 0);
         pthread_rwlock_unlock(&zkn__fork_lock);
@@ -94,12 +105,12 @@ static int zero_one(int c)
     }
     struct zkn__slot *s = &zkn__win.cls[c].slots[idx];
     atomic_store_explicit(&s->state, SLOT_BUSY, memory_order_relaxed);
-    atomic_store(&zeroing, ((uint64_t)c << 32 | idx) + 1);
+    atomic_store(&zeroing, zeroing_of(c, idx));
     pthread_rwlock_unlock(&zkn__fork_lock);
 
     unsigned char *p = zkn__slot_addr(c, idx);
     uint64_t size = zkn__win.cls[c].size, off = 0;
-    while (off < size && !should_stop()) {
+    while (off < size && !should_stop(c)) {
         uint64_t len = size - off < STEP ? size - off : STEP;
         memset(p + off, 0, len);
         off += len;
@@ -113,8 +124,10 @@ static int zero_one(int c)
     zkn__cache_put(c, idx);
     atomic_store(&zeroing, 0); /* after the put: a waiter that sees 0 finds it cached */
     pthread_rwlock_unlock(&zkn__fork_lock);
-    if (!done)
+    if (!done) {
+        atomic_fetch_add_explicit(&zkn__ctr.zeroer_gave_back, 1, memory_order_relaxed);
         return 0;
+    }
     atomic_fetch_add_explicit(&zkn__ctr.bytes_zeroed_idle, size, memory_order_relaxed);
     uint32_t n = atomic_load_explicit(&owed[c], memory_order_relaxed);
     while (n && !atomic_compare_exchange_weak(&owed[c], &n, n - 1))
@@ -218,7 +231,7 @@ static void wait_given_back(int c)
     uint64_t t0 = zkn__now_ns();
     for (;;) {
         uint64_t z = atomic_load(&zeroing);
-        if (!z || (c >= 0 && z != TAKING && (int)((z - 1) >> 32) != c) ||
+        if (!z || (c >= 0 && z != TAKING && zeroing_class(z) != c) ||
             zkn__now_ns() - t0 > GIVE_BACK_WAIT_NS)
             return;
         sched_yield();
@@ -229,14 +242,17 @@ int zkn__zeroer_claim(int c)
 {
     if (atomic_load_explicit(&zstate, memory_order_relaxed) <= Z_NONE)
         return 0;
-    atomic_fetch_add(&claims, 1); /* before the look at zeroing: see zero_one */
+    /* Published before the look at zeroing: see zero_one. The thread stops
+     * only for its own class's claims, so a miss elsewhere wastes none of
+     * its work. */
+    atomic_fetch_add(&claims[c], 1);
     wait_given_back(c);
     return 1;
 }
 
-void zkn__zeroer_unclaim(void)
+void zkn__zeroer_unclaim(int c)
 {
-    atomic_fetch_sub(&claims, 1);
+    atomic_fetch_sub(&claims[c], 1);
 }
 
 void zkn__zeroer_pause(void)
@@ -257,7 +273,7 @@ void zkn__zeroer_child_reset(void)
     /* The parent's thread does not exist here: its half-zeroed block is
      * just a dirty one, cached (and dropped there if it is the daemon's). */
     if (z && z != TAKING) {
-        int c = (int)((z - 1) >> 32);
+        int c = zeroing_class(z);
         uint32_t idx = (uint32_t)(z - 1);
         atomic_store_explicit(&zkn__win.cls[c].slots[idx].state, SLOT_CACHED, memory_order_relaxed);
         zkn__cache_put(c, idx);
@@ -268,10 +284,11 @@ void zkn__zeroer_child_reset(void)
     zmu = m;
     zcv = cv;
     atomic_store(&kicks, 0);
-    atomic_store(&claims, 0);
     atomic_store(&pauses, 0);
-    for (int c = 0; c < ZKN_CLASS_COUNT; c++)
+    for (int c = 0; c < ZKN_CLASS_COUNT; c++) {
         atomic_store(&owed[c], 0);
+        atomic_store(&claims[c], 0);
+    }
     if (atomic_load(&zstate) != Z_OFF)
         atomic_store(&zstate, Z_NONE);
 }

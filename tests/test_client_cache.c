@@ -133,8 +133,8 @@ START_TEST(show_stats_at_exit)
     zkn_test_read_all(pfd[0], buf, sizeof buf);
     waitpid(pid, NULL, 0);
     ck_assert_ptr_nonnull(strstr(buf, "zknalloc: stats"));
-    ck_assert_ptr_nonnull(strstr(buf, "hits             1\n"));
-    ck_assert_ptr_nonnull(strstr(buf, "misses           1\n"));
+    ck_assert_ptr_nonnull(strstr(buf, "hits              1\n"));
+    ck_assert_ptr_nonnull(strstr(buf, "misses            1\n"));
 }
 END_TEST
 

@@ -254,7 +254,7 @@ static void next_user_under(const char *next, struct run *r)
                   "behind %s: status %d: %s", next, r->status, r->err);
     ck_assert_str_eq(r->out, "next allocator ok\n");
     char named[PATH_MAX + 32];
-    snprintf(named, sizeof named, "small_allocator  %s\n", next);
+    snprintf(named, sizeof named, "small_allocator   %s\n", next);
     ck_assert_msg(strstr(r->err, named), "the report does not name %s: %s", next, r->err);
 }
 
@@ -268,7 +268,7 @@ static void glibc_behind(const char *program, int preload, struct run *r)
     run(r, argv, preload, env);
     ck_assert_msg(WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0, "%s: status %d: %s",
                   program, r->status, r->err);
-    ck_assert_msg(strstr(r->err, "small_allocator  ") && strstr(r->err, "libc.so.6\n"),
+    ck_assert_msg(strstr(r->err, "small_allocator   ") && strstr(r->err, "libc.so.6\n"),
                   "%s: the report does not name glibc: %s", program, r->err);
     ck_assert_msg(!strstr(r->err, "process_malloc"), "%s: its own malloc reported as another's: %s",
                   program, r->err);
@@ -320,7 +320,7 @@ START_TEST(allocator_before_the_library_named)
     run(&r, argv, 1, env);
     ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "true failed: %s", r.err);
     char named[PATH_MAX + 64];
-    snprintf(named, sizeof named, "process_malloc   %s: malloc is not this library's", fake);
+    snprintf(named, sizeof named, "process_malloc    %s: malloc is not this library's", fake);
     ck_assert_msg(strstr(r.err, named), "the report does not name %s: %s", fake, r.err);
 }
 END_TEST

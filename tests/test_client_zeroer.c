@@ -187,6 +187,70 @@ START_TEST(the_zeroers_block_comes_back_to_the_caller)
 }
 END_TEST
 
+/* The thread gives its block back only to a caller of that block's class:
+ * misses in other classes while it zeroes leave its work alone. Run in a
+ * child, whose report at exit counts the blocks it gave back. */
+static void misses_elsewhere_child(int errfd)
+{
+    dup2(errfd, 2);
+    setenv("ZK_NALLOC_SHOW_STATS", "1", 1);
+    enum { HELD_MAX = 512 };
+    static void *held[HELD_MAX];
+    size_t n = 128 * MiB;
+    int caught = 0; /* misses made while the thread held the block */
+    unsigned char *first = zkn_calloc(1, n);
+    volatile unsigned char *v = first;
+    for (int round = 0; round < 20 && caught < 2000; round++) {
+        memset(first, round + 1, n);
+        zkn_free(first); /* owed one block: the zeroer takes it */
+        uint64_t t0 = now_ns();
+        while (v[0] != 0 && now_ns() - t0 < 1000000000ull)
+            ;
+        /* Nothing of 2-4 MiB is cached: each misses (and touches nothing),
+         * as many as fit while the thread holds the block. */
+        int held_n = 0;
+        while (held_n < HELD_MAX && v[n - 1] != 0) {
+            held[held_n] = zkn_malloc(2 * MiB + (size_t)(held_n % 8 + 1) * 256 * 1024);
+            caught += v[n - 1] != 0;
+            held_n++;
+        }
+        for (int i = 0; i < 1000 && !(v[n - 1] == 0 && zkn_test_all_byte((const void *)v, n, 0)); i++)
+            zkn_test_sleep_ms(10);
+        first = zkn_calloc(1, n);
+        if (first != v || !zkn_test_all_byte(first, n, 0))
+            _exit(3);
+        for (int i = 0; i < held_n; i++)
+            zkn_free(held[i]);
+        zkn_release_cache(); /* their blocks: the next round's misses again */
+    }
+    zkn_free(first);
+    exit(caught >= 100 ? 0 : 4); /* exit, not _exit: the report is a destructor */
+}
+
+START_TEST(misses_in_other_classes_leave_the_zeroer_alone)
+{
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        misses_elsewhere_child(pfd[1]);
+    }
+    close(pfd[1]);
+    char buf[4096];
+    zkn_test_read_all(pfd[0], buf, sizeof buf);
+    close(pfd[0]);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "child status %d (3: not zeroed, 4: too few misses while it zeroed): %s", st, buf);
+    const char *g = strstr(buf, "zeroer_gave_back");
+    ck_assert_msg(g, "no report: %s", buf);
+    ck_assert_msg(strtoull(g + strlen("zeroer_gave_back"), NULL, 10) == 0, "%s", buf);
+}
+END_TEST
+
 START_TEST(release_cache_leaves_nothing_with_the_zeroer)
 {
     size_t n = 8 * MiB;
@@ -266,6 +330,7 @@ static Suite *suite(void)
     tcase_add_test(t, a_malloc_of_a_clean_block_stops_the_zeroing);
     tcase_add_test(t, the_zeroers_block_comes_back_to_the_caller);
     tcase_add_test(t, release_cache_leaves_nothing_with_the_zeroer);
+    tcase_add_test(t, misses_in_other_classes_leave_the_zeroer_alone);
     tcase_add_test(t, callocs_zero_and_fills_intact_across_threads_and_forks);
     TCase *d = zkn_test_tcase(s, "daemon", 90);
     tcase_add_checked_fixture(d, start_daemon, stop_daemon);
