@@ -125,6 +125,14 @@ $(NEXT_ALLOC_USER): tests/next-alloc/next_user.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c17 -D_GNU_SOURCE $(WARN) $(OPT) -o $@ $<
 
+# Prints whether glibc trims its heap before and after a big free
+# (test_client_preload: the same with the library as without it).
+TRIM_USER = $(B)/tests/zkn-trim-user
+
+$(TRIM_USER): tests/next-alloc/trim_user.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c17 -D_GNU_SOURCE $(WARN) $(OPT) -o $@ $<
+
 # The same program with the static library linked in instead of preloaded.
 ARCHIVE_USER = $(B)/tests/zkn-archive-user
 
@@ -132,7 +140,7 @@ $(ARCHIVE_USER): tests/next-alloc/next_user.c $(LIB_A)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c17 -D_GNU_SOURCE $(WARN) $(OPT) $(LDFLAGS_ALL) -o $@ $^
 
-check-tests: all $(TEST_BIN) $(NEXT_ALLOC_FAKE) $(NEXT_ALLOC_USER) $(ARCHIVE_USER)
+check-tests: all $(TEST_BIN) $(NEXT_ALLOC_FAKE) $(NEXT_ALLOC_USER) $(ARCHIVE_USER) $(TRIM_USER)
 
 # Every suite runs against the binaries of the same build tree.
 test: check-tests

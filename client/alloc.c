@@ -357,6 +357,7 @@ static void large_free(int c, const void *p, const char *fn)
     zkn__cache_put(c, idx);
     pthread_rwlock_unlock(&zkn__fork_lock);
     zkn__zeroer_freed(c);
+    zkn__glibc_saw_free(zkn__win.cls[c].size);
     errno = saved;
 }
 

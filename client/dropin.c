@@ -130,6 +130,14 @@ EXPORT size_t malloc_usable_size(void *ptr)
     return zkn_usable_size(ptr);
 }
 
+/* Passed on as is; the library only notes that the program now sets glibc's
+ * thresholds itself (glibc_trim.c). */
+EXPORT int mallopt(int param, int value)
+{
+    zkn__glibc_user_set(param);
+    return zkn__next_mallopt(param, value);
+}
+
 EXPORT void free_sized(void *ptr, size_t size)
 {
     zkn_free_sized(ptr, size);

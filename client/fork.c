@@ -103,6 +103,7 @@ static void child_reset(int handled)
     if (atomic_load(&zkn__ctr.daemon_mapped))
         rescue_live_shared(handled);
     zkn__zeroer_child_reset(); /* its half-zeroed block goes back to the cache */
+    zkn__glibc_trim_child_reset();
     zkn__cache_child_reset();
     zkn__region_child_close_runs();
     zkn__bank_child_reset();

@@ -329,6 +329,13 @@ void zkn__zeroer_resume(void);
 /* In a fork child, before the cache's reset: no thread, no work owed. */
 void zkn__zeroer_child_reset(void);
 
+/* glibc_trim.c: glibc's trim policy as its own big frees would set it. */
+/* A big block of this many bytes was freed (under no lock). */
+void zkn__glibc_saw_free(uint64_t size);
+/* The program sets a glibc threshold itself (mallopt's param). */
+void zkn__glibc_user_set(int param);
+void zkn__glibc_trim_child_reset(void);
+
 /* fork.c */
 /* Held for reading by every path that maps, hands out, frees or unmaps a
  * region; for writing by fork's prepare handler. */

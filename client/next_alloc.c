@@ -32,6 +32,8 @@ struct family {
     void (*free)(void *);
     void *(*memalign)(size_t, size_t);
     size_t (*usable_size)(void *);
+    int (*mallopt)(int, int); /* the next one in lookup order, any object; may be NULL */
+    int is_glibc;             /* the six are glibc's own (see glibc_trim.c) */
     const char *name;
 };
 
@@ -113,6 +115,12 @@ static int load_family(void *handle)
     found.free = (void (*)(void *))sym[3];
     found.memalign = (void *(*)(size_t, size_t))sym[4];
     found.usable_size = (size_t (*)(void *))sym[5];
+    void *opt = dlsym(handle, "mallopt");
+    found.mallopt = (int (*)(int, int))opt;
+    /* A symbol only glibc defines, in the same object as the six. */
+    void *ver = dlsym(handle, "gnu_get_libc_version");
+    Dl_info vi;
+    found.is_glibc = ver && dladdr(ver, &vi) && vi.dli_fbase == base;
     return 0;
 }
 
@@ -141,8 +149,13 @@ static void resolve(void)
         if (libc)
             dlclose(libc);
         if (!ok)
-            found = (struct family){__libc_malloc, __libc_calloc, __libc_realloc, __libc_free,
-                                    __libc_memalign, glibc_chunk_usable, "glibc (__libc_ names)"};
+            found = (struct family){.malloc = __libc_malloc,
+                                    .calloc = __libc_calloc,
+                                    .realloc = __libc_realloc,
+                                    .free = __libc_free,
+                                    .memalign = __libc_memalign,
+                                    .usable_size = glibc_chunk_usable,
+                                    .name = "glibc (__libc_ names)"};
     }
     /* Where malloc's address lies, if not here. A program built without PIE
      * that takes malloc's address makes its own PLT entry that address, so
@@ -240,6 +253,18 @@ void *zkn__next_realloc(void *ptr, size_t size)
     return n;
 }
 
+int zkn__next_mallopt(int param, int value)
+{
+    const struct family *f = family();
+    return f && f->mallopt ? f->mallopt(param, value) : 0;
+}
+
+int zkn__next_is_glibc(void)
+{
+    const struct family *f = family();
+    return f && f->is_glibc;
+}
+
 const char *zkn__next_name(void)
 {
     const struct family *f = atomic_load_explicit(&chosen, memory_order_acquire);
@@ -252,6 +277,16 @@ const char *zkn__malloc_shadowed_by(void)
 }
 
 #else
+
+int zkn__next_mallopt(int param, int value)
+{
+    return mallopt(param, value);
+}
+
+int zkn__next_is_glibc(void)
+{
+    return 0; /* the sanitizer's allocator serves small requests */
+}
 
 const char *zkn__next_name(void)
 {

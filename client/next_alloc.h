@@ -28,6 +28,12 @@ void *zkn__next_memalign(size_t align, size_t size);
 size_t zkn__next_usable_size(void *ptr);
 #endif
 
+/* mallopt as the process would reach it without this library: the next
+ * object's in lookup order (0, failure, when none defines it). */
+int zkn__next_mallopt(int param, int value);
+/* Whether the allocator behind ours is glibc's own malloc. */
+int zkn__next_is_glibc(void);
+
 /* The file of the allocator found (for the stats report); "" before one is. */
 const char *zkn__next_name(void);
 /* The file that holds the process's malloc when that is not this library,

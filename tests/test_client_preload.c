@@ -287,6 +287,39 @@ START_TEST(next_allocator_after_the_library)
 }
 END_TEST
 
+/* glibc serves the small requests behind the library, and trims its heap as
+ * it would alone: it stops trimming at its default once the program freed a
+ * block glibc would have mmapped (a free the library takes from it), and not
+ * when the program or its user fixed the threshold. */
+START_TEST(glibc_trims_as_without_the_library)
+{
+    SKIP_UNLESS_DROPIN();
+    static struct run plain, pre;
+    const char *prog = zkn_test_build_path("tests/zkn-trim-user");
+    const char *const fixed[] = {"GLIBC_TUNABLES=glibc.malloc.trim_threshold=131072", NULL};
+    const char *const unset[] = {"GLIBC_TUNABLES=", NULL};
+    const struct {
+        const char *arg;
+        const char *const *env;
+        const char *want;
+    } cases[] = {
+        {NULL, unset, "before a big free: trimmed\nafter a big free: kept\n"},
+        {"mallopt", unset, "before a big free: trimmed\nafter a big free: trimmed\n"},
+        {NULL, fixed, "before a big free: trimmed\nafter a big free: trimmed\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *argv[] = {prog, cases[i].arg, NULL};
+        run(&plain, argv, 0, cases[i].env);
+        run(&pre, argv, 1, cases[i].env);
+        ck_assert_msg(WIFEXITED(plain.status) && WEXITSTATUS(plain.status) == 0 &&
+                          WIFEXITED(pre.status) && WEXITSTATUS(pre.status) == 0,
+                      "case %zu: status %d / %d: %s", i, plain.status, pre.status, pre.err);
+        ck_assert_str_eq(plain.out, cases[i].want); /* glibc as this test knows it */
+        ck_assert_str_eq(pre.out, cases[i].want);
+    }
+}
+END_TEST
+
 /* The static library linked into a program instead of preloaded: the same
  * checks, and the exit report, which lives in a part of the library the
  * program never calls (left out of the link when the archive held one
@@ -573,6 +606,7 @@ static Suite *suite(void)
     tcase_add_test(t, real_allocators_after_the_library);
     tcase_add_test(t, allocator_before_the_library_named);
     tcase_add_test(t, library_linked_from_archive);
+    tcase_add_test(t, glibc_trims_as_without_the_library);
     tcase_add_test(t, stats_on_signal);
     tcase_add_test(t, bad_settings_named_once);
     tcase_add_test(t, python3_preloaded_with_daemon_and_fork);
