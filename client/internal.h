@@ -320,7 +320,7 @@ void zkn__zeroer_overdone(int c);
 void zkn__zeroer_freed(int c);
 /* Class c's cache was empty. When the thread runs, keeps it from taking
  * blocks, waits until it holds none of class c (a step, 40-70 us) and returns
- * 1: look in the cache again, then zkn__zeroer_unclaim(). Else 0. */
+ * 1: look in the cache again, then zkn__zeroer_unclaim(c). Else 0. */
 int zkn__zeroer_claim(int c);
 void zkn__zeroer_unclaim(int c);
 /* Around a drain: the thread gives its block back and takes no other. */

@@ -253,16 +253,17 @@ void *zkn__next_realloc(void *ptr, size_t size)
     return n;
 }
 
+/* Never called from within the lookup (it neither frees a big block nor
+ * calls mallopt), so waiting for it to finish is safe. */
 int zkn__next_mallopt(int param, int value)
 {
-    const struct family *f = family();
-    return f && f->mallopt ? f->mallopt(param, value) : 0;
+    const struct family *f = family_settled();
+    return f->mallopt ? f->mallopt(param, value) : 0;
 }
 
 int zkn__next_is_glibc(void)
 {
-    const struct family *f = family();
-    return f && f->is_glibc;
+    return family_settled()->is_glibc;
 }
 
 const char *zkn__next_name(void)
