@@ -56,13 +56,19 @@ static void put(struct report *r, const char *s)
 /* The widest counter name, bytes_zeroed_idle: the values line up after it. */
 #define NAME_WIDTH 17
 
-static void line(struct report *r, const char *name, uint64_t v)
+/* A report line's start: the name, padded so that what follows lines up. */
+static void label(struct report *r, const char *name)
 {
-    char num[24];
     put(r, "zknalloc:   ");
     put(r, name);
     for (size_t n = strlen(name); n <= NAME_WIDTH; n++)
         put(r, " ");
+}
+
+static void line(struct report *r, const char *name, uint64_t v)
+{
+    char num[24];
+    label(r, name);
     put(r, zkn__fmt_u64(num, v));
     put(r, "\n");
 }
@@ -91,12 +97,12 @@ static void report(const char *title, const struct zkn_stats *s)
     line(&r, "zeroed_swaps", atomic_load(&zkn__ctr.zeroed_swaps));
     line(&r, "bytes_zeroed_idle", atomic_load(&zkn__ctr.bytes_zeroed_idle));
     line(&r, "zeroer_gave_back", atomic_load(&zkn__ctr.zeroer_gave_back));
-    put(&r, "zknalloc:   small_allocator   ");
+    label(&r, "small_allocator");
     put(&r, zkn__next_name());
     put(&r, "\n");
     const char *shadow = zkn__malloc_shadowed_by();
     if (shadow && !zkn__dropin_reached()) {
-        put(&r, "zknalloc:   process_malloc    ");
+        label(&r, "process_malloc");
         put(&r, shadow);
         put(&r, ": malloc is not this library's, so only zkn_* calls use its cache "
                 "(put libzknalloc.so first in LD_PRELOAD)\n");

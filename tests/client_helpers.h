@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -91,6 +92,30 @@ static inline void zkn_test_close_pipes(int to_child[2], int to_parent[2])
         close(to_child[i]);
         close(to_parent[i]);
     }
+}
+
+/* Runs body in a child with ZK_NALLOC_SHOW_STATS=1 and its stderr in buf
+ * (body returns, or exits with a status of its own; exit, not _exit, so that
+ * the library prints its report). Returns the child's wait status. */
+static inline int zkn_test_child_report(void (*body)(void), char *buf, size_t cap)
+{
+    int pfd[2];
+    ck_assert_int_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        dup2(pfd[1], 2);
+        setenv("ZK_NALLOC_SHOW_STATS", "1", 1);
+        body();
+        exit(0);
+    }
+    close(pfd[1]);
+    zkn_test_read_all(pfd[0], buf, cap);
+    close(pfd[0]);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    return st;
 }
 
 /* rounds of zkn_soften_cache (even rounds) and zkn_release_cache (odd ones,

@@ -114,24 +114,19 @@ START_TEST(no_window_goes_to_libc)
 }
 END_TEST
 
+static void two_mallocs_of_one_size(void)
+{
+    void *p = zkn_malloc(1 * MiB);
+    zkn_free(p);
+    p = zkn_malloc(1 * MiB);
+    zkn_free(p);
+}
+
 START_TEST(show_stats_at_exit)
 {
-    int pfd[2];
-    ck_assert_int_eq(pipe(pfd), 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(pfd[1], 2);
-        setenv("ZK_NALLOC_SHOW_STATS", "1", 1);
-        void *p = zkn_malloc(1 * MiB);
-        zkn_free(p);
-        p = zkn_malloc(1 * MiB);
-        zkn_free(p);
-        exit(0); /* the library's destructor prints */
-    }
-    close(pfd[1]);
     char buf[4096];
-    zkn_test_read_all(pfd[0], buf, sizeof buf);
-    waitpid(pid, NULL, 0);
+    int st = zkn_test_child_report(two_mallocs_of_one_size, buf, sizeof buf);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child status %d: %s", st, buf);
     ck_assert_ptr_nonnull(strstr(buf, "zknalloc: stats"));
     ck_assert_ptr_nonnull(strstr(buf, "hits              1\n"));
     ck_assert_ptr_nonnull(strstr(buf, "misses            1\n"));

@@ -190,10 +190,8 @@ END_TEST
 /* The thread gives its block back only to a caller of that block's class:
  * misses in other classes while it zeroes leave its work alone. Run in a
  * child, whose report at exit counts the blocks it gave back. */
-static void misses_elsewhere_child(int errfd)
+static void misses_elsewhere_child(void)
 {
-    dup2(errfd, 2);
-    setenv("ZK_NALLOC_SHOW_STATS", "1", 1);
     enum { HELD_MAX = 512 };
     static void *held[HELD_MAX];
     size_t n = 128 * MiB;
@@ -224,25 +222,14 @@ static void misses_elsewhere_child(int errfd)
         zkn_release_cache(); /* their blocks: the next round's misses again */
     }
     zkn_free(first);
-    exit(caught >= 100 ? 0 : 4); /* exit, not _exit: the report is a destructor */
+    if (caught < 100)
+        exit(4); /* exit, not _exit: the report is a destructor */
 }
 
 START_TEST(misses_in_other_classes_leave_the_zeroer_alone)
 {
-    int pfd[2];
-    ck_assert_int_eq(pipe(pfd), 0);
-    pid_t pid = fork();
-    ck_assert_int_ge(pid, 0);
-    if (pid == 0) {
-        close(pfd[0]);
-        misses_elsewhere_child(pfd[1]);
-    }
-    close(pfd[1]);
     char buf[4096];
-    zkn_test_read_all(pfd[0], buf, sizeof buf);
-    close(pfd[0]);
-    int st;
-    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    int st = zkn_test_child_report(misses_elsewhere_child, buf, sizeof buf);
     ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
                   "child status %d (3: not zeroed, 4: too few misses while it zeroed): %s", st, buf);
     const char *g = strstr(buf, "zeroer_gave_back");
