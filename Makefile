@@ -56,7 +56,7 @@ CTL = $(B)/zknallocctl
 LIB_SO = $(B)/libzknalloc.so
 LIB_A = $(B)/libzknalloc.a
 
-.PHONY: all deps run test sanitize install clean bench bench-quick demo check-tests
+.PHONY: all deps run test sanitize install clean bench bench-quick bench-scale demo check-tests
 all: $(DAEMON) $(CTL) $(LIB_SO) $(LIB_A)
 
 deps:

@@ -3,6 +3,8 @@
 #   make bench        everything, results in bench/results/ (real provers, issue 12: bench/results/real/;
 #                     their one-off setup, bench/real/setup.py, takes over an hour on 2 cores)
 #   make bench-quick  a shorter run (a few minutes), results in bench/results/quick/
+#   make bench-scale  contention and cold start at nproc threads and nproc processes at once,
+#                     results in bench/results/scale/ (for a machine with many cores)
 #   make demo         a guided tour: daemon on a temporary socket, cold start and FFT,
 #                     glibc against zk-nalloc, the daemon's stats
 #   make bench-peers  the peers only (glibc, jemalloc, mimalloc, tcmalloc); needs no
@@ -47,6 +49,9 @@ bench: all bench-build bench-deps
 
 bench-quick: all bench-build bench-deps
 	$(BENCH_PY) quick --build $(B)
+
+bench-scale: all bench-build bench-deps
+	$(BENCH_PY) scale --build $(B)
 
 bench-peers: bench-build bench-deps
 	$(BENCH_PY) full --build $(B) --peers-only --out bench/results/peers

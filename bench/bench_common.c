@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -17,6 +18,24 @@ uint64_t bench_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void bench_wait_gate(void)
+{
+    const char *text = getenv("ZKB_GATE_FD");
+    if (!text || !*text)
+        return;
+    int fd = (int)bench_arg_text(text, "ZKB_GATE_FD");
+    char byte;
+    ssize_t n;
+    /* The driver writes nothing: EOF, when it closes its end, is the signal. */
+    while ((n = read(fd, &byte, 1)) != 0) {
+        if (n < 0 && errno != EINTR) {
+            perror("bench: ZKB_GATE_FD");
+            exit(2);
+        }
+    }
+    close(fd);
 }
 
 static int maps_contains(const char *needle)
@@ -215,16 +234,19 @@ void bench_emit(const char *bench, const char *casename, const char *unit,
     fflush(stdout);
 }
 
-long bench_arg(int argc, char **argv, int i, long dflt)
+long bench_arg_text(const char *text, const char *what)
 {
-    if (i >= argc)
-        return dflt;
     char *end;
     errno = 0;
-    long v = strtol(argv[i], &end, 10);
-    if (errno || *end || v < 0) {
-        fprintf(stderr, "bench: bad argument '%s'\n", argv[i]);
+    long v = strtol(text, &end, 10);
+    if (errno || end == text || *end || v < 0) {
+        fprintf(stderr, "bench: bad %s '%s'\n", what, text);
         exit(2);
     }
     return v;
+}
+
+long bench_arg(int argc, char **argv, int i, long dflt)
+{
+    return i < argc ? bench_arg_text(argv[i], "argument") : dflt;
 }

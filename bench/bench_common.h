@@ -27,6 +27,12 @@ uint64_t bench_now_ns(void);
  * object that provides malloc (static storage). */
 const char *bench_check_preload(void);
 
+/* Processes started together (bench/run.py's scale runs) wait here until the
+ * driver closes the pipe named by $ZKB_GATE_FD, so that their timed work
+ * begins at the same moment rather than one process start apart. Returns at
+ * once when the variable is not set. */
+void bench_wait_gate(void);
+
 /* Anonymous memory straight from the kernel, for the harness itself; aborts
  * on failure. huge: ask for transparent huge pages. populate: fault every page
  * in (write) before returning. */
@@ -63,6 +69,8 @@ void bench_emit(const char *bench, const char *casename, const char *unit,
 
 /* Integer from argv with a default; exits on junk. */
 long bench_arg(int argc, char **argv, int i, long dflt);
+/* A non-negative integer from text; exits naming `what` on junk. */
+long bench_arg_text(const char *text, const char *what);
 
 /* xorshift64* */
 static inline uint64_t bench_rand(uint64_t *s)

@@ -23,6 +23,7 @@ int main(int argc, char **argv)
     }
     size_t n = total / buf;
     unsigned char *p[1024];
+    bench_wait_gate();
     uint64_t t0 = bench_now_ns();
     for (size_t i = 0; i < n; i++) {
         p[i] = malloc(buf);

@@ -80,6 +80,7 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    bench_wait_gate();
     double bytes = (double)threads * (double)iters * (double)BUF;
     struct bench_series s, f;
     bench_series_init(&s, (size_t)reps);

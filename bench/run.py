@@ -35,8 +35,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ----------------------------------------------------------------- variants
 
 
+LIB_DIRS = []  # --lib-dir: searched before anything else
+
+
 def find_lib(names):
-    """Path of the first shared library found among names (ldconfig, then the usual dirs)."""
+    """Path of the first shared library found among names (--lib-dir, ldconfig, then the usual
+    dirs)."""
+    for d in LIB_DIRS:
+        for name in names:
+            if os.path.exists(os.path.join(d, name)):
+                return os.path.join(d, name)
     try:
         out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
     except OSError:
@@ -269,6 +277,7 @@ class Runner:
         self.shared = None  # the running Daemon, if any
         self.fresh_daemons = False
         self.family_started = False  # a fresh daemon was started for this family
+        self.daemon_args = DAEMON_ARGS  # the +daemon variants' daemon, unless a family needs another
 
     def daemon_for(self, fresh, args=None):
         args = args or DAEMON_ARGS
@@ -316,10 +325,56 @@ class Runner:
         except subprocess.TimeoutExpired:
             self.fail(v, prog, args, "timed out after %d s" % timeout)
             return []
+        return self.parse(v, prog, args, p.returncode, p.stdout, p.stderr, time.monotonic() - t0,
+                          record, label)
+
+    def run_together(self, v, prog, args, procs, timeout=300, label=None):
+        """Starts procs processes of one program under variant v, lets them
+        begin their timed work at the same moment (bench_wait_gate: they wait
+        until the pipe's write end is closed) and returns one row per process
+        that succeeded; none is recorded. A process that fails fails the lot."""
+        argv = [os.path.join(self.build, "bench", prog)] + [str(a) for a in args]
+        gate_r, gate_w = os.pipe()
+        env = clean_env(self.env_for(v))
+        env["ZKB_GATE_FD"] = str(gate_r)
+        outs, running = [], []
+        try:
+            for _ in range(procs):
+                f_out, f_err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+                outs.append((f_out, f_err))
+                running.append(subprocess.Popen(argv, env=env, stdout=f_out, stderr=f_err,
+                                                pass_fds=(gate_r,)))
+            # Each has loaded its allocator and set up before it reads the gate;
+            # a fixed pause is enough for that (ms per process).
+            time.sleep(0.2 + 0.02 * procs)
+        finally:
+            os.close(gate_r)
+            os.close(gate_w)  # EOF: every process starts now
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        for p in running:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
         wall = time.monotonic() - t0
-        err = p.stderr.strip()
-        if p.returncode != 0:
-            self.fail(v, prog, args, "exit %d: %s" % (p.returncode, err[-400:]))
+        rows, failed = [], False
+        for p, (f_out, f_err) in zip(running, outs):
+            f_out.seek(0)
+            f_err.seek(0)
+            got = self.parse(v, prog, args, p.returncode, f_out.read(), f_err.read(), wall, False,
+                             label)
+            f_out.close()
+            f_err.close()
+            failed |= not got
+            rows += got
+        return [] if failed else rows
+
+    def parse(self, v, prog, args, returncode, stdout, stderr, wall, record, label):
+        err = stderr.strip()
+        if returncode != 0:
+            self.fail(v, prog, args, "exit %d: %s" % (returncode, err[-400:]))
             return []
         if "<jemalloc>" in err or "mimalloc: error" in err or "Invalid conf" in err:
             self.fail(v, prog, args, "allocator rejected its settings: %s" % err[-300:])
@@ -338,7 +393,7 @@ class Runner:
                 self.fail(v, prog, args, "a daemon was used in the no-daemon variant")
                 return []
         lines = []
-        for line in p.stdout.splitlines():
+        for line in stdout.splitlines():
             line = line.strip()
             if line.startswith("{"):
                 d = json.loads(line)
@@ -370,6 +425,23 @@ class Runner:
         for k in ("live_anon_huge_kb", "live_shmem_pmd_kb", "live_file_pmd_kb", "live_rss_kb"):
             if k in first:
                 first[k] = int(statistics.median(r.get(k, 0) for r in rows))
+        self.results.append(first)
+        return first
+
+    def add_up(self, rows, case, **extra):
+        """One result for processes that ran the same repetitions together:
+        repetition i's rate is the sum of every process's repetition i (they
+        start at one gate and run equal work, so their repetitions overlap in
+        time, all but the tail of the slowest)."""
+        if not rows:
+            return None
+        n = min(len(r["samples"]) for r in rows)
+        first = dict(rows[0], case=case, **extra)
+        first["samples"] = [sum(r["samples"][i] for r in rows) for i in range(n)]
+        if all(r.get("floor") for r in rows):
+            m = min(len(r["floor"]) for r in rows)
+            first["floor"] = [sum(r["floor"][i] for r in rows) for i in range(m)]
+        first["wall_samples"] = [rows[0]["wall_s"]]
         self.results.append(first)
         return first
 
@@ -408,6 +480,18 @@ PLANS = {
         "variants": ["glibc", "jemalloc", "mimalloc", "tcmalloc", "zk-nalloc",
                      "zk-nalloc+daemon", "zk-nalloc/tcmalloc", "zk-nalloc+daemon/tcmalloc"],
     },
+    # Many cores (issue 12: 16 threads, 16 processes): contention in one process
+    # of 1 and nproc threads and in nproc processes of one thread; cold start
+    # in nproc processes at once. The daemon is sized for them: every process's
+    # 1 GiB of 128 MiB blocks and 64 MiB blocks warm (scale_daemon_args).
+    "scale": {
+        "progs": ["contention", "cold"],
+        "contention": {"iters": 2, "reps": 3, "warm": 1, "threads": [1, "nproc"], "procs": "nproc"},
+        "cold": {"runs": 2, "procs": "nproc", "idle_runs": 1, "idle_gap": 3.0,
+                 "idle_variants": ["glibc", "zk-nalloc", "zk-nalloc+daemon"]},
+        # warm-up: nproc processes at once touch 1 GiB each, so that no variant meets fresh memory
+        "variants": None,
+    },
 }
 
 # The pool cap is raised from its default (min(RAM/8, 1 GiB)) to 2 GiB so that the
@@ -418,6 +502,13 @@ DAEMON_ARGS = ["--prewarm", "128M=8", "--pool-bytes", "2G"]
 # warm (a LEND of a class with no region ready falls back to private memory), since
 # the blocks live at a fork are forgotten by the daemon.
 FORK_BLOCK_MIB = 64
+
+
+def scale_daemon_args(procs):
+    """A daemon for procs processes at once: each one's 1 GiB of 128 MiB blocks
+    (cold start) and one 64 MiB block (contention) warm, with room for them."""
+    return ["--prewarm", "128M=%d" % (8 * procs), "--prewarm", "64M=%d" % procs,
+            "--pool-bytes", "%dM" % (1024 * procs + 64 * procs + 256)]
 
 
 def fork_daemon_args(mib):
@@ -468,6 +559,8 @@ def with_daemon_for(runner, v, fn, args=None):
 
 def bench_all(runner, variants, plan):
     nproc = os.cpu_count() or 1
+    cold_procs = plan["cold"].get("procs")
+    cold_procs = nproc if cold_procs == "nproc" else cold_procs
     live = [v for v in variants if not v.skip and not v.real_only]
 
     progs = plan.get("progs")
@@ -488,17 +581,22 @@ def bench_all(runner, variants, plan):
                 if own_daemon:
                     fn(v)
                 else:
-                    with_daemon_for(runner, v, lambda: fn(v))
+                    with_daemon_for(runner, v, lambda: fn(v), runner.daemon_args)
             except RuntimeError as e:
                 runner.fail(v, title, [], str(e))
 
     # Memory this VM has never touched can cost far more to fault the first
     # time (the hypervisor backs it then); touch 2 GiB once so that no variant
     # pays for being first.
-    section("warm-up: %d MiB touched once by a throwaway process" % plan.get("warmup_mib", 2048))
+    warmup_mib = plan.get("warmup_mib", 2048)
     # (a variant that needs no daemon: none is running yet)
-    runner.run(next((v for v in live if not v.daemon), Variant("glibc", "glibc", None)),
-               "coldstart", [plan.get("warmup_mib", 2048), 128], record=False)
+    warm_v = next((v for v in live if not v.daemon), Variant("glibc", "glibc", None))
+    if cold_procs:
+        section("warm-up: %d processes at once touch 1 GiB each" % cold_procs)
+        runner.run_together(warm_v, "coldstart", [1024, 128], cold_procs)
+    else:
+        section("warm-up: %d MiB touched once by a throwaway process" % warmup_mib)
+        runner.run(warm_v, "coldstart", [warmup_mib, 128], record=False)
 
     def fft(v):
         for mib, reps, warm in plan["fft"]:
@@ -539,28 +637,40 @@ def bench_all(runner, variants, plan):
     each("growing buffer: realloc 1 -> 64 MiB doubling, new halves written, freed (us)", grow, "grow")
 
     c = plan["contention"]
-    threads = sorted({nproc} if c.get("threads") == "nproc" else {1, 2, nproc})
+    threads = c.get("threads", [1, 2, "nproc"])
+    threads = sorted({nproc} if threads == "nproc" else {nproc if t == "nproc" else t for t in threads})
+    cprocs = nproc if c.get("procs") == "nproc" else c.get("procs")
 
     def contention(v):
         for t in threads:
             r = runner.run(v, "contention", [t, c["iters"], c["reps"], c["warm"]])
             progress(r[0] if r else None)
+        if cprocs:
+            rows = runner.run_together(v, "contention", [1, c["iters"], c["reps"], c["warm"]], cprocs)
+            progress(runner.add_up(rows, "contention %d processes" % cprocs, procs=cprocs))
     each("contention: T threads loop alloc 64 MiB / write / free (aggregate GB/s)", contention, "contention")
 
     cold = plan["cold"]
+
+    def cold_once(v, label=None, idle=None):
+        if not cold_procs:
+            return runner.run(v, "coldstart", [1024, 128], record=False, label=label)
+        return runner.run_together(v, "coldstart", [1024, 128], cold_procs,
+                                   label="cold start 1 GiB, %d processes at once%s" % (
+                                       cold_procs, ", after %gs idle" % idle if idle else ""))
 
     def coldstart(v):
         rows = []
         # zk-nalloc+daemon runs take ~0.1 s, so it gets more of them (a tighter interval)
         for _ in range(cold["runs"] * (2 if v.daemon else 1)):
-            rows += runner.run(v, "coldstart", [1024, 128], record=False)
+            rows += cold_once(v)
         progress(runner.merge(rows))
         if v.name in cold["idle_variants"]:
             rows = []
             for _ in range(cold["idle_runs"]):
                 time.sleep(cold["idle_gap"])
-                rows += runner.run(v, "coldstart", [1024, 128], record=False,
-                                   label="cold start after %gs idle" % cold["idle_gap"])
+                rows += cold_once(v, "cold start after %gs idle" % cold["idle_gap"]
+                                  if not cold_procs else None, idle=cold["idle_gap"])
             progress(runner.merge(rows))
     each("cold start: fresh process allocates + fills 1 GiB in 128 MiB buffers (ms), "
          "runs back to back", coldstart, "cold")
@@ -733,11 +843,15 @@ def machine_info():
                               capture_output=True, text=True).stdout.strip().rstrip(",")
     except OSError:
         pass
+    for d in LIB_DIRS:  # copied peers (--lib-dir): their versions, as the copier noted them
+        noted = read(os.path.join(d, "VERSIONS.txt")).strip()
+        pkgs += "; copied to %s: %s" % (d, noted.replace("\n", ", ") if noted else "versions not noted")
     try:
         commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = ""
+    commit = commit or os.environ.get("ZKB_COMMIT", "")  # a copy of the tree without .git
     hyper = "yes" if "hypervisor" in read("/proc/cpuinfo") else "no"
     return {
         "cpu": cpu or platform.processor(),
@@ -962,7 +1076,9 @@ def targets(by, cases, variants, runner):
                                                                      len(s), d.get("backing")),
                      "reported"))
     if not lend:
-        rows.append(("LEND round trip: median and p99", "daemon not built", "not measured"))
+        built = any(v.daemon and not v.skip for v in variants)
+        rows.append(("LEND round trip: median and p99",
+                     "not in this run" if built else "daemon not built", "not measured"))
     return rows
 
 
@@ -1012,7 +1128,8 @@ def write_reports(runner, variants, mode, took_s, out):
              "second of its case: an untimed one runs first and the daemon's background work "
              "(zeroing, preparing what it learned) is awaited, as for a service's daemon; "
              "cold start measures the first process against a fresh daemon." %
-             (" ".join(DAEMON_ARGS), "a fresh one for each family" if runner.fresh_daemons
+             (" ".join(getattr(runner, "daemon_args", DAEMON_ARGS)),
+              "a fresh one for each family" if runner.fresh_daemons
               else "one for the whole run, idle (nothing dirty or being zeroed) before each family"))
     skipped = [v for v in variants if v.skip]
     if skipped:
@@ -1084,17 +1201,26 @@ def write_reports(runner, variants, mode, took_s, out):
              "every zk-nalloc repetition is slower than every repetition of the best peer and the "
              "gap exceeds half the spread of all allocators' medians in that case (all allocators "
              "should be equal there). Best peer: the peer variant with the lowest median.")
-    L.append("")
-    L.append("MSM buckets: each round callocs 96 MiB that the last round dirtied, so someone must "
-             "write 96 MiB of zeroes per round. The peers do it on the caller's time. zk-nalloc's "
-             "background thread (client/zeroer.c) zeroes cached blocks for calloc on another "
-             "core: in `msm` it has the floor's work between rounds (as a prover's other work "
-             "would leave it), so a round's callocs mostly find clean blocks; in `msm-loop` the "
-             "rounds run back to back and the caller and the thread split the zeroing. "
-             "`zeroing_us` is what one core needs for the round's memset, measured in the same "
-             "process after each round (with zk-nalloc, while its thread may still be zeroing, "
-             "so it reads high). These VMs' memory bandwidth changes by 2-3x from minute to "
-             "minute: compare columns of one run only.")
+    if any(c.startswith("msm") for c in cases):
+        L.append("")
+        L.append("MSM buckets: each round callocs 96 MiB that the last round dirtied, so someone must "
+                 "write 96 MiB of zeroes per round. The peers do it on the caller's time. zk-nalloc's "
+                 "background thread (client/zeroer.c) zeroes cached blocks for calloc on another "
+                 "core: in `msm` it has the floor's work between rounds (as a prover's other work "
+                 "would leave it), so a round's callocs mostly find clean blocks; in `msm-loop` the "
+                 "rounds run back to back and the caller and the thread split the zeroing. "
+                 "`zeroing_us` is what one core needs for the round's memset, measured in the same "
+                 "process after each round (with zk-nalloc, while its thread may still be zeroing, "
+                 "so it reads high). These VMs' memory bandwidth changes by 2-3x from minute to "
+                 "minute: compare columns of one run only.")
+    if any("processes" in c for c in cases):
+        L.append("")
+        L.append("Processes at once (`make bench-scale`): the processes of one variant start "
+                 "together, each waiting at a pipe until all are loaded (bench_wait_gate), and "
+                 "share one daemon. Cold start: each process's time is one sample, and the "
+                 "process wall column is the whole group's, to its last process. Contention in N "
+                 "processes: repetition i's GB/s is the sum of every process's repetition i (equal "
+                 "work from one start, so they overlap in all but the slowest one's tail).")
     L.append("")
 
     real_res = getattr(runner, "real_res", None)
@@ -1206,7 +1332,9 @@ def write_reports(runner, variants, mode, took_s, out):
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"machine": m, "mode": mode, "took_s": took_s,
                    "load_start": getattr(runner, "load_start", None),
-                   "fresh_daemons": runner.fresh_daemons, "results": runner.results, "errors": runner.errors,
+                   "fresh_daemons": runner.fresh_daemons,
+                   "daemon_args": getattr(runner, "daemon_args", DAEMON_ARGS),
+                   "results": runner.results, "errors": runner.errors,
                    "daemon_stats": getattr(runner, "daemon_stats_after", None)}, f, indent=1)
     chart(runner, variants, out, by, cases, ratio_cases)
     return md
@@ -1300,6 +1428,8 @@ def chart(runner, variants, out, by, cases, ratio_cases):
         if c in short:
             return short[c]
         return (c.replace("contention ", "contend ").replace(" threads", "T").replace(" thread", "T")
+                .replace(" processes at once", "P").replace(" processes", "P")
+                .replace("cold start 1 GiB, ", "cold ").replace(", after ", " after ")
                 .replace("cold start after ", "cold after ").replace("prover NTT ", "NTT "))
     top = os.path.join(out, "chart_top.dat")
     with open(top, "w") as f:
@@ -1349,21 +1479,24 @@ set key outside right top vertical
 set grid ytics
 set logscale y 2
 set arrow 1 from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb 'black' front
-set multiplot layout 2,1 title "zk-nalloc vs peers, time divided by a reference (1 = reference, log scale, lower is better)\\n%(machine)s"
+set multiplot layout %(rows)d,1 title "zk-nalloc vs peers, time divided by a reference (1 = reference, log scale, lower is better)\\n%(machine)s"
 set title 'allocation patterns: time / physical floor (contention: floor GB/s / measured GB/s)'
 set ylabel 'x floor'
 set yrange [0.5:*]
 set xrange [-0.6:%(xt)f]
 plot %(top)s
-set title 'prover-shaped NTT: time / arena floor;  small allocations < 64 KiB: glibc throughput / throughput'
+%(bottom_plot)s
+unset multiplot
+""" % {"png": os.path.join(out, "results.png"), "top": plots(top),
+       "rows": 2 if nbottom else 1,
+       # A run without the prover and small families (scale) has no bottom chart.
+       "bottom_plot": """set title 'prover-shaped NTT: time / arena floor;  small allocations < 64 KiB: glibc throughput / throughput'
 set ylabel 'ratio'
 unset key
 set yrange [*:*]
-set xrange [-0.6:%(xb)f]
-plot %(bottom)s
-unset multiplot
-""" % {"png": os.path.join(out, "results.png"), "top": plots(top), "bottom": plots(bottom),
-       "xt": ntop - 0.4, "xb": nbottom - 0.4,
+set xrange [-0.6:%f]
+plot %s""" % (nbottom - 0.4, plots(bottom)) if nbottom else "",
+       "xt": ntop - 0.4,
        "machine": "%s, %s cores, kernel %s, THP anon %s, shmem %s" % (
            machine_info()["cpu"], os.cpu_count(), platform.release(),
            _sel(read("/sys/kernel/mm/transparent_hugepage/enabled")),
@@ -1502,10 +1635,13 @@ def _sigterm(signum, frame):
 def main():
     signal.signal(signal.SIGTERM, _sigterm)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["full", "quick", "demo", "report"])
+    ap.add_argument("mode", choices=["full", "quick", "scale", "demo", "report"])
     ap.add_argument("--build", default="build")
     ap.add_argument("--out", default=None)
     ap.add_argument("--peers-only", action="store_true")
+    ap.add_argument("--lib-dir", default=None,
+                    help="look for the peer allocators' libraries here first (a machine where "
+                         "they are copied, not installed)")
     ap.add_argument("--only", default=None, help="comma-separated variant names")
     ap.add_argument("--real-proofs", default=None, metavar="PROTO:N,...",
                     help="real family: proofs per allocator, e.g. groth16:5,plonk:3 (default: the plan's)")
@@ -1517,6 +1653,8 @@ def main():
         bad = [p for p in a.progs.split(",") if p not in FAMILIES]
         if bad:
             ap.error("unknown families %s (known: %s)" % (",".join(bad), " ".join(FAMILIES)))
+    if a.lib_dir:
+        LIB_DIRS.insert(0, os.path.abspath(a.lib_dir))
     for prog in ("zk_patterns", "contention", "coldstart", "prover", "small", "lend_rtt", "fork",
                  "fault_cost"):
         if not os.access(os.path.join(build, "bench", prog), os.X_OK):
@@ -1535,6 +1673,7 @@ def main():
         runner.load_start = saved.get("load_start")
         runner.machine = saved.get("machine")
         runner.fresh_daemons = saved.get("fresh_daemons", saved["mode"] == "full")
+        runner.daemon_args = saved.get("daemon_args", DAEMON_ARGS)
         seen = {d["variant"] for d in runner.results}
         for v in variants:
             if v.name not in seen and not v.skip:
@@ -1546,6 +1685,8 @@ def main():
     plan = dict(PLANS[a.mode])
     if a.progs:
         plan["progs"] = a.progs.split(",")
+        if a.mode == "scale" and set(plan["progs"]) - set(PLANS["scale"]["progs"]):
+            ap.error("scale runs the families %s only" % ",".join(PLANS["scale"]["progs"]))
     if a.real_proofs:
         try:
             plan["real_proofs"] = [(p.split(":")[0], int(p.split(":")[1])) for p in a.real_proofs.split(",")]
@@ -1566,6 +1707,9 @@ def main():
             ap.error("unknown variants %s" % ",".join(unknown))
         variants = [v for v in variants if v.name in keep]
     started = time.time()
+    runner = Runner(build, out)
+    if a.mode == "scale":
+        runner.daemon_args = scale_daemon_args(os.cpu_count() or 1)
     m = machine_info()
     print("zk-nalloc benchmarks (%s): %s, %s cores, kernel %s, THP anon [%s] shmem [%s]" % (
         a.mode, m["cpu"], m["cores"], m["kernel"], _sel(m["thp_enabled"]),
@@ -1574,10 +1718,9 @@ def main():
         print("  %-18s %s" % (v.name, v.skip or ("LD_PRELOAD=%s" % " ".join(filter(None, (v.lib, v.behind)))
                                                  if v.lib else "system malloc")
                               + (" " + " ".join("%s=%s" % kv for kv in v.env.items()) if v.env else "")
-                              + (" + zknallocd %s" % " ".join(DAEMON_ARGS) if v.daemon else "")))
-    runner = Runner(build, out)
+                              + (" + zknallocd %s" % " ".join(runner.daemon_args) if v.daemon else "")))
     runner.load_start = m["loadavg"]
-    runner.fresh_daemons = a.mode == "full"
+    runner.fresh_daemons = a.mode in ("full", "scale")
     try:
         bench_all(runner, variants, plan)
     except KeyboardInterrupt:
