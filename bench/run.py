@@ -481,13 +481,14 @@ PLANS = {
                      "zk-nalloc+daemon", "zk-nalloc/tcmalloc", "zk-nalloc+daemon/tcmalloc"],
     },
     # Many cores (issue 12: 16 threads, 16 processes): contention in one process
-    # of 1 and nproc threads and in nproc processes of one thread; cold start
+    # of 1, 4 and nproc threads and in nproc processes of one thread; cold start
     # in nproc processes at once. The daemon is sized for them: every process's
     # 1 GiB of 128 MiB blocks and 64 MiB blocks warm (scale_daemon_args).
     "scale": {
         "progs": ["contention", "cold"],
-        "contention": {"iters": 2, "reps": 3, "warm": 1, "threads": [1, "nproc"], "procs": "nproc"},
-        "cold": {"runs": 2, "procs": "nproc", "idle_runs": 1, "idle_gap": 3.0,
+        "contention": {"iters": 4, "reps": 5, "warm": 1, "threads": [1, 4, "nproc"],
+                       "procs": "nproc"},
+        "cold": {"runs": 3, "procs": "nproc", "idle_runs": 2, "idle_gap": 3.0,
                  "idle_variants": ["glibc", "zk-nalloc", "zk-nalloc+daemon"]},
         # warm-up: nproc processes at once touch 1 GiB each, so that no variant meets fresh memory
         "variants": None,
