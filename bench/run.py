@@ -839,20 +839,23 @@ def machine_info():
     thp = "/sys/kernel/mm/transparent_hugepage/"
     pkgs = ""
     try:
-        pkgs = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}, ",
-                               "libc6", "libjemalloc2", "libmimalloc2.0", "libtcmalloc-minimal4"],
-                              capture_output=True, text=True).stdout.strip().rstrip(",")
+        listed = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}\n",
+                                 "libc6", "libjemalloc2", "libmimalloc2.0", "libtcmalloc-minimal4"],
+                                capture_output=True, text=True).stdout.splitlines()
+        # A package dpkg knows of but has not installed comes with no version.
+        pkgs = ", ".join(line for line in listed if len(line.split()) == 2)
     except OSError:
         pass
     for d in LIB_DIRS:  # copied peers (--lib-dir): their versions, as the copier noted them
         noted = read(os.path.join(d, "VERSIONS.txt")).strip()
         pkgs += "; copied to %s: %s" % (d, noted.replace("\n", ", ") if noted else "versions not noted")
+    # ZKB_COMMIT: a copy of the tree whose .git, if any, is not the one it was copied from
+    commit = os.environ.get("ZKB_COMMIT", "")
     try:
-        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True).stdout.strip()
+        commit = commit or subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                          capture_output=True, text=True).stdout.strip()
     except OSError:
-        commit = ""
-    commit = commit or os.environ.get("ZKB_COMMIT", "")  # a copy of the tree without .git
+        pass
     hyper = "yes" if "hypervisor" in read("/proc/cpuinfo") else "no"
     return {
         "cpu": cpu or platform.processor(),
@@ -1413,6 +1416,7 @@ def fork_section(by, rows, variants):
 
 
 def chart(runner, variants, out, by, cases, ratio_cases):
+    m = getattr(runner, "machine", None) or machine_info()  # report mode: the measuring machine
     gp = shutil.which("gnuplot")
     if not gp:
         print("gnuplot not found: no chart (apt-get install gnuplot-nox)", file=sys.stderr)
@@ -1499,9 +1503,7 @@ set xrange [-0.6:%f]
 plot %s""" % (nbottom - 0.4, plots(bottom)) if nbottom else "",
        "xt": ntop - 0.4,
        "machine": "%s, %s cores, kernel %s, THP anon %s, shmem %s" % (
-           machine_info()["cpu"], os.cpu_count(), platform.release(),
-           _sel(read("/sys/kernel/mm/transparent_hugepage/enabled")),
-           _sel(read("/sys/kernel/mm/transparent_hugepage/shmem_enabled")))}
+           m["cpu"], m["cores"], m["kernel"], _sel(m["thp_enabled"]), _sel(m["thp_shmem_enabled"]))}
     gpf = os.path.join(out, "chart.gp")
     with open(gpf, "w") as f:
         f.write(script)
