@@ -12,12 +12,21 @@
 /* Most regions of one class a learned target keeps ready for one uid. */
 #define POOL_TARGET_MAX 64u
 
-/* Regions of the class uid's partition holds or will hold soon. */
-static uint64_t ready_or_coming(const struct pool *p, const struct partition *part, int cls)
+/* Regions of the class that uid's LENDs can be served from now or soon: its
+ * partition's, and the never-lent ones (prewarmed) that any uid may take.
+ * Without the latter, a daemon prewarmed for many processes made regions
+ * beside a pool still full of ready ones, and destroyed them again at the
+ * pool cap once the lent ones came back. (They count for every uid: with
+ * several, one may find the class short until its next LEND tops it up.) */
+static uint64_t ready_or_coming(struct pool *p, const struct partition *part, int cls)
 {
     uint64_t n = part->clean[cls].count + part->dirty[cls].count + part->preparing[cls];
     for (const struct region *r = p->zeroing.head; r; r = r->link.next)
         n += r->uid == part->uid && r->size_class == cls;
+    const struct partition *unowned =
+        part->uid == REGION_UNOWNED ? NULL : pool_partition(p, REGION_UNOWNED, 0);
+    if (unowned)
+        n += unowned->clean[cls].count + unowned->preparing[cls];
     return n;
 }
 

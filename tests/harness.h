@@ -113,6 +113,9 @@ ssize_t zkn_test_recv(int sock, void *buf, size_t cap, int *fds, size_t *nfds, i
  * number lent; on ERROR returns -(error code); -1000 on transport failure. */
 int zkn_test_lend(int sock, int cls, int count, uint32_t flags, struct zkn_region_desc *descs,
                   int *fds);
+/* The same, telling the daemon it expects to want `demand` regions of cls. */
+int zkn_test_lend_demand(int sock, int cls, int count, uint32_t demand, uint32_t flags,
+                         struct zkn_region_desc *descs, int *fds);
 /* RETURN ids; returns the count accepted, or -(error code), -1000 on failure. */
 int zkn_test_return(int sock, const uint64_t *ids, uint32_t n);
 /* STATS; returns malloc'd NUL-terminated JSON text or NULL. */

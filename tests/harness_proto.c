@@ -87,7 +87,14 @@ static int error_code_of(const char *buf)
 int zkn_test_lend(int sock, int cls, int count, uint32_t flags, struct zkn_region_desc *descs,
                   int *fds)
 {
-    struct zkn_lend l = {.size_class = (uint16_t)cls, .count = (uint16_t)count, .flags = flags};
+    return zkn_test_lend_demand(sock, cls, count, 0, flags, descs, fds);
+}
+
+int zkn_test_lend_demand(int sock, int cls, int count, uint32_t demand, uint32_t flags,
+                         struct zkn_region_desc *descs, int *fds)
+{
+    struct zkn_lend l = {.size_class = (uint16_t)cls, .count = (uint16_t)count, .flags = flags,
+                         .demand = demand};
     char buf[ZKN_MAX_FRAME];
     size_t nfds = 0;
     struct zkn_hdr hdr;

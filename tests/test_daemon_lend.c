@@ -195,6 +195,41 @@ START_TEST(prewarmed_class_is_served_warm)
 }
 END_TEST
 
+START_TEST(prewarmed_regions_count_toward_the_target)
+{
+    const char *args[] = {"--prewarm", "4M=8", NULL};
+    int s = start_session_unless_4k(args);
+    if (s < 0)
+        return;
+    int cls = zkn_size_class(4 * MIB);
+    zkn_test_wait_class(fx_daemon.sock, cls, "clean", 8);
+    zkn_test_wait_stat(fx_daemon.sock, "pool", "preparing_bytes", 0);
+    struct zkn_region_desc d[5];
+    int fds[5];
+    /* One region now and four expected: the target becomes 4, which the
+     * seven prewarmed regions still ready cover. Nothing is made (top-ups
+     * are planned before the LEND is answered, so STATS would see them). */
+    ck_assert_int_eq(zkn_test_lend_demand(s, cls, 1, 4, 0, d, fds), 1);
+    json_t *j = zkn_test_stats(fx_daemon.sock);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "target"), 4);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "prepared"), 8);
+    ck_assert_int_eq(zkn_test_stat_int(j, "pool", "preparing_bytes"), 0);
+    json_decref(j);
+    /* Four more, five expected: three prewarmed ones are left, so two are made. */
+    ck_assert_int_eq(zkn_test_lend_demand(s, cls, 4, 5, 0, d + 1, fds + 1), 4);
+    zkn_test_wait_class(fx_daemon.sock, cls, "prepared", 10);
+    zkn_test_wait_stat(fx_daemon.sock, "pool", "preparing_bytes", 0);
+    j = zkn_test_stats(fx_daemon.sock);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "target"), 5);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "prepared"), 10);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "clean"), 5);
+    ck_assert_int_eq(zkn_test_stat_int(j, "totals", "destroyed"), 0);
+    json_decref(j);
+    return_all(s, d, 5, fds);
+    close(s);
+}
+END_TEST
+
 START_TEST(unused_target_decays)
 {
     const char *args[] = {"--idle-decay", "1", NULL};
@@ -487,6 +522,7 @@ static Suite *lend_suite(void)
     tcase_add_test(tc, cold_lend_is_not_warm_at_once_then_served);
     tcase_add_test(tc, batch_miss_learns_target);
     tcase_add_test(tc, prewarmed_class_is_served_warm);
+    tcase_add_test(tc, prewarmed_regions_count_toward_the_target);
     tcase_add_test(tc, unused_target_decays);
     tcase_add_test(tc, preparing_stays_under_pool_cap);
     tcase_add_test(tc, forgotten_region_never_lent_again);
