@@ -280,7 +280,7 @@ class Runner:
         self.daemon_args = DAEMON_ARGS  # the +daemon variants' daemon, unless a family needs another
 
     def daemon_for(self, fresh, args=None):
-        args = args or DAEMON_ARGS
+        args = args or self.daemon_args
         if self.shared and ((fresh and not self.family_started) or self.shared.args != args):
             self.stop_daemon()
         if self.shared is None:
@@ -582,7 +582,7 @@ def bench_all(runner, variants, plan):
                 if own_daemon:
                     fn(v)
                 else:
-                    with_daemon_for(runner, v, lambda: fn(v), runner.daemon_args)
+                    with_daemon_for(runner, v, lambda: fn(v))
             except RuntimeError as e:
                 runner.fail(v, title, [], str(e))
 
@@ -1642,6 +1642,9 @@ def main():
     ap.add_argument("--build", default="build")
     ap.add_argument("--out", default=None)
     ap.add_argument("--peers-only", action="store_true")
+    ap.add_argument("--daemon-args", default=None, metavar="'OPTION ...'",
+                    help="zknallocd's options for the +daemon variants, in place of the mode's "
+                         "(full, quick: %s; scale: sized for nproc processes)" % " ".join(DAEMON_ARGS))
     ap.add_argument("--lib-dir", default=None,
                     help="look for the peer allocators' libraries here first (a machine where "
                          "they are copied, not installed)")
@@ -1713,6 +1716,8 @@ def main():
     runner = Runner(build, out)
     if a.mode == "scale":
         runner.daemon_args = scale_daemon_args(os.cpu_count() or 1)
+    if a.daemon_args is not None:
+        runner.daemon_args = a.daemon_args.split()
     m = machine_info()
     print("zk-nalloc benchmarks (%s): %s, %s cores, kernel %s, THP anon [%s] shmem [%s]" % (
         a.mode, m["cpu"], m["cores"], m["kernel"], _sel(m["thp_enabled"]),

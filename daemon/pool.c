@@ -87,14 +87,31 @@ static struct region *take_from(struct pool *p, struct partition *part, int cls,
     return r;
 }
 
+/* Counts a lease in and out of the pool's and its uid's totals. */
+static void count_lent(struct pool *p, const struct region *r, int lent)
+{
+    struct partition *part = pool_partition(p, r->uid, lent);
+    uint32_t *mine = part ? &part->lent[r->size_class] : NULL;
+    if (lent) {
+        p->lent_bytes += r->size;
+        p->cls[r->size_class].lent++;
+        if (mine)
+            ++*mine;
+    } else {
+        p->lent_bytes -= r->size;
+        p->cls[r->size_class].lent--;
+        if (mine && *mine)
+            --*mine; /* not counted if its partition could not be made */
+    }
+}
+
 static void mark_lent(struct pool *p, struct region *r, uid_t uid)
 {
     if (r->state != REGION_CLEAN && r->state != REGION_DIRTY)
         r->lent_clean = 1; /* just created: a new file reads as zeroes */
     r->uid = uid;
     r->state = REGION_LENT;
-    p->lent_bytes += r->size;
-    p->cls[r->size_class].lent++;
+    count_lent(p, r, 1);
 }
 
 struct region *pool_take(struct pool *p, uid_t uid, int size_class, int want_zero)
@@ -282,8 +299,7 @@ int pool_prepare_one(struct pool *p, uid_t uid, int size_class)
 
 void pool_give_back(struct pool *p, struct region *r)
 {
-    p->lent_bytes -= r->size;
-    p->cls[r->size_class].lent--;
+    count_lent(p, r, 0);
     r->holder = NULL;
     struct partition *part = p->shutting_down ? NULL : pool_partition(p, r->uid, 1);
     if (!part || p->idle_bytes + r->size > p->cfg->pool_bytes) {
@@ -299,8 +315,7 @@ void pool_give_back(struct pool *p, struct region *r)
 
 void pool_forget(struct pool *p, struct region *r)
 {
-    p->lent_bytes -= r->size;
-    p->cls[r->size_class].lent--;
+    count_lent(p, r, 0);
     r->holder = NULL;
     p->forgotten++;
     destroy_region(p, r);

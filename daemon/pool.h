@@ -22,6 +22,7 @@ struct partition {
     /* Learned from this uid's LENDs: regions of a class to keep ready. */
     uint32_t target[ZKN_CLASS_COUNT];
     uint32_t preparing[ZKN_CLASS_COUNT]; /* background creations in flight */
+    uint32_t lent[ZKN_CLASS_COUNT];      /* regions of the class this uid holds */
     uint64_t demand_ms[ZKN_CLASS_COUNT]; /* last miss or warm lend: the decay clock */
     struct partition *next;
 };

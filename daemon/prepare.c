@@ -30,11 +30,17 @@ static uint64_t ready_or_coming(struct pool *p, const struct partition *part, in
     return n;
 }
 
-static void top_up(struct pool *p, struct partition *part, int cls)
+/* held: count the regions of the class uid holds as its own. After a LEND
+ * served from the pool, the target is the client's demand, which counts the
+ * blocks it holds; counting only the ready ones made the daemon create as
+ * many regions again as a process held, and destroy them at the pool cap when
+ * the leases came back. After a miss the class is short now: ready only. */
+static void top_up(struct pool *p, struct partition *part, int cls, int held)
 {
     if (p->shutting_down)
         return;
-    for (uint64_t have = ready_or_coming(p, part, cls); have < part->target[cls]; have++)
+    uint64_t have = ready_or_coming(p, part, cls) + (held ? part->lent[cls] : 0);
+    for (; have < part->target[cls]; have++)
         if (pool_prepare_one(p, part->uid, cls) < 0)
             return; /* the pool cap or memory: the next miss tries again */
 }
@@ -70,7 +76,7 @@ void pool_note_not_warm(struct pool *p, uid_t uid, int size_class, uint32_t coun
     if (want < count)
         want = count;
     if ((part = raise_target(p, uid, size_class, want)))
-        top_up(p, part, size_class);
+        top_up(p, part, size_class, 0);
 }
 
 void pool_note_served(struct pool *p, uid_t uid, int size_class, uint32_t count, uint32_t got)
@@ -80,7 +86,7 @@ void pool_note_served(struct pool *p, uid_t uid, int size_class, uint32_t count,
         return; /* made inline when missing: nothing to keep ready */
     struct partition *part = raise_target(p, uid, size_class, got < count ? count : 0);
     if (part)
-        top_up(p, part, size_class);
+        top_up(p, part, size_class, 1);
 }
 
 uint64_t pool_class_target(const struct pool *p, int size_class)

@@ -13,8 +13,9 @@
 void pool_note_not_warm(struct pool *p, uid_t uid, int size_class, uint32_t count);
 
 /* A LEND of count regions was answered from the pool with got regions:
- * counts it, keeps the class's decay clock running and tops the class back
- * up to its target (raised to count when the pool fell short). */
+ * counts it, keeps the class's decay clock running and prepares regions while
+ * those uid holds and those ready for it fall short of its target (raised to
+ * count when the pool fell short). */
 void pool_note_served(struct pool *p, uid_t uid, int size_class, uint32_t count, uint32_t got);
 
 /* The class's ready target, summed over uids. */

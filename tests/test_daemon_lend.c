@@ -153,13 +153,22 @@ START_TEST(batch_miss_learns_target)
     zkn_test_wait_class(fx_daemon.sock, cls, "clean", 4);
     zkn_test_wait_stat(fx_daemon.sock, "pool", "preparing_bytes", 0);
     ck_assert_int_eq(zkn_test_lend(s, cls, 4, 0, d, fds), 4);
-    /* Lending tops the class back up to its target in the background. */
-    zkn_test_wait_class(fx_daemon.sock, cls, "clean", 4);
+    /* The four held meet the target: none is made beside them (top-ups are
+     * planned before the LEND is answered), and when they come back they are
+     * what the next LEND gets. */
     j = zkn_test_stats(fx_daemon.sock);
-    ck_assert_int_eq(zkn_test_class_int(j, cls, "prepared"), 8);
+    ck_assert_int_eq(zkn_test_stat_int(j, "pool", "preparing_bytes"), 0);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "prepared"), 4);
     ck_assert_int_eq(zkn_test_class_int(j, cls, "served_warm"), 1);
     ck_assert_int_eq(zkn_test_class_int(j, cls, "not_warm"), 1);
     ck_assert_int_eq(zkn_test_class_int(j, cls, "target"), 4);
+    json_decref(j);
+    return_all(s, d, 4, fds);
+    zkn_test_wait_class(fx_daemon.sock, cls, "clean", 4);
+    ck_assert_int_eq(zkn_test_lend(s, cls, 4, ZKN_LEND_ZEROED, d, fds), 4);
+    j = zkn_test_stats(fx_daemon.sock);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "prepared"), 4);
+    ck_assert_int_eq(zkn_test_stat_int(j, "totals", "destroyed"), 0);
     json_decref(j);
     return_all(s, d, 4, fds);
     close(s);
@@ -206,23 +215,25 @@ START_TEST(prewarmed_regions_count_toward_the_target)
     zkn_test_wait_stat(fx_daemon.sock, "pool", "preparing_bytes", 0);
     struct zkn_region_desc d[5];
     int fds[5];
-    /* One region now and four expected: the target becomes 4, which the
-     * seven prewarmed regions still ready cover. Nothing is made (top-ups
-     * are planned before the LEND is answered, so STATS would see them). */
+    /* One region now and four expected: the target becomes 4, which the one
+     * held and the seven prewarmed regions still ready cover. Nothing is made
+     * (top-ups are planned before the LEND is answered, so STATS would see
+     * them). */
     ck_assert_int_eq(zkn_test_lend_demand(s, cls, 1, 4, 0, d, fds), 1);
     json_t *j = zkn_test_stats(fx_daemon.sock);
     ck_assert_int_eq(zkn_test_class_int(j, cls, "target"), 4);
     ck_assert_int_eq(zkn_test_class_int(j, cls, "prepared"), 8);
     ck_assert_int_eq(zkn_test_stat_int(j, "pool", "preparing_bytes"), 0);
     json_decref(j);
-    /* Four more, five expected: three prewarmed ones are left, so two are made. */
-    ck_assert_int_eq(zkn_test_lend_demand(s, cls, 4, 5, 0, d + 1, fds + 1), 4);
-    zkn_test_wait_class(fx_daemon.sock, cls, "prepared", 10);
+    /* Four more, twelve expected: five held and three prewarmed ones still
+     * ready, so four are made. */
+    ck_assert_int_eq(zkn_test_lend_demand(s, cls, 4, 12, 0, d + 1, fds + 1), 4);
+    zkn_test_wait_class(fx_daemon.sock, cls, "prepared", 12);
     zkn_test_wait_stat(fx_daemon.sock, "pool", "preparing_bytes", 0);
     j = zkn_test_stats(fx_daemon.sock);
-    ck_assert_int_eq(zkn_test_class_int(j, cls, "target"), 5);
-    ck_assert_int_eq(zkn_test_class_int(j, cls, "prepared"), 10);
-    ck_assert_int_eq(zkn_test_class_int(j, cls, "clean"), 5);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "target"), 12);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "prepared"), 12);
+    ck_assert_int_eq(zkn_test_class_int(j, cls, "clean"), 7);
     ck_assert_int_eq(zkn_test_stat_int(j, "totals", "destroyed"), 0);
     json_decref(j);
     return_all(s, d, 5, fds);
