@@ -19,7 +19,8 @@ struct partition {
     uid_t uid;
     struct region_list clean[ZKN_CLASS_COUNT];
     struct region_list dirty[ZKN_CLASS_COUNT];
-    /* Learned from this uid's LENDs: regions of a class to keep ready. */
+    /* Learned from this uid's LENDs: regions of a class to keep at hand
+     * (prepare.c: held or ready after a warm LEND, ready after a miss). */
     uint32_t target[ZKN_CLASS_COUNT];
     uint32_t preparing[ZKN_CLASS_COUNT]; /* background creations in flight */
     uint32_t lent[ZKN_CLASS_COUNT];      /* regions of the class this uid holds */
