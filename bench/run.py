@@ -560,8 +560,12 @@ def with_daemon_for(runner, v, fn, args=None):
 
 def bench_all(runner, variants, plan):
     nproc = os.cpu_count() or 1
-    cold_procs = plan["cold"].get("procs")
-    cold_procs = nproc if cold_procs == "nproc" else cold_procs
+
+    def count(n):
+        """A plan's count: a number, or "nproc" for this machine's cores."""
+        return nproc if n == "nproc" else n
+
+    cold_procs = count(plan["cold"].get("procs"))
     live = [v for v in variants if not v.skip and not v.real_only]
 
     progs = plan.get("progs")
@@ -639,8 +643,8 @@ def bench_all(runner, variants, plan):
 
     c = plan["contention"]
     threads = c.get("threads", [1, 2, "nproc"])
-    threads = sorted({nproc} if threads == "nproc" else {nproc if t == "nproc" else t for t in threads})
-    cprocs = nproc if c.get("procs") == "nproc" else c.get("procs")
+    threads = sorted({count(t) for t in ([threads] if threads == "nproc" else threads)})
+    cprocs = count(c.get("procs"))
 
     def contention(v):
         for t in threads:
@@ -653,9 +657,11 @@ def bench_all(runner, variants, plan):
 
     cold = plan["cold"]
 
-    def cold_once(v, label=None, idle=None):
+    def cold_once(v, idle=None):
+        """One cold start (cold_procs of them at once); idle: the gap before it."""
         if not cold_procs:
-            return runner.run(v, "coldstart", [1024, 128], record=False, label=label)
+            return runner.run(v, "coldstart", [1024, 128], record=False,
+                              label="cold start after %gs idle" % idle if idle else None)
         return runner.run_together(v, "coldstart", [1024, 128], cold_procs,
                                    label="cold start 1 GiB, %d processes at once%s" % (
                                        cold_procs, ", after %gs idle" % idle if idle else ""))
@@ -670,8 +676,7 @@ def bench_all(runner, variants, plan):
             rows = []
             for _ in range(cold["idle_runs"]):
                 time.sleep(cold["idle_gap"])
-                rows += cold_once(v, "cold start after %gs idle" % cold["idle_gap"]
-                                  if not cold_procs else None, idle=cold["idle_gap"])
+                rows += cold_once(v, idle=cold["idle_gap"])
             progress(runner.merge(rows))
     each("cold start: fresh process allocates + fills 1 GiB in 128 MiB buffers (ms), "
          "runs back to back", coldstart, "cold")
@@ -1132,7 +1137,7 @@ def write_reports(runner, variants, mode, took_s, out):
              "second of its case: an untimed one runs first and the daemon's background work "
              "(zeroing, preparing what it learned) is awaited, as for a service's daemon; "
              "cold start measures the first process against a fresh daemon." %
-             (" ".join(getattr(runner, "daemon_args", DAEMON_ARGS)),
+             (" ".join(runner.daemon_args),
               "a fresh one for each family" if runner.fresh_daemons
               else "one for the whole run, idle (nothing dirty or being zeroed) before each family"))
     skipped = [v for v in variants if v.skip]
@@ -1337,10 +1342,10 @@ def write_reports(runner, variants, mode, took_s, out):
         json.dump({"machine": m, "mode": mode, "took_s": took_s,
                    "load_start": getattr(runner, "load_start", None),
                    "fresh_daemons": runner.fresh_daemons,
-                   "daemon_args": getattr(runner, "daemon_args", DAEMON_ARGS),
+                   "daemon_args": runner.daemon_args,
                    "results": runner.results, "errors": runner.errors,
                    "daemon_stats": getattr(runner, "daemon_stats_after", None)}, f, indent=1)
-    chart(runner, variants, out, by, cases, ratio_cases)
+    chart(variants, out, by, cases, ratio_cases, runner.results, m)
     return md
 
 
@@ -1415,8 +1420,8 @@ def fork_section(by, rows, variants):
     return L
 
 
-def chart(runner, variants, out, by, cases, ratio_cases):
-    m = getattr(runner, "machine", None) or machine_info()  # report mode: the measuring machine
+def chart(variants, out, by, cases, ratio_cases, results, m):
+    """m: machine_info() of the machine that measured (write_reports')."""
     gp = shutil.which("gnuplot")
     if not gp:
         print("gnuplot not found: no chart (apt-get install gnuplot-nox)", file=sys.stderr)
@@ -1448,7 +1453,7 @@ def chart(runner, variants, out, by, cases, ratio_cases):
     with open(bottom, "w") as f:
         for c in cases:
             if c.startswith("prover"):
-                fl = [med(d["floor"]) for d in runner.results if d["case"] == c and d.get("floor")]
+                fl = [med(d["floor"]) for d in results if d["case"] == c and d.get("floor")]
                 vals = []
                 for n in names:
                     d = by.get((c, n))
